@@ -1,0 +1,83 @@
+# kproxy: a Kubernetes service proxy that replaces kube-proxy.
+#
+#   make demo        bring up a two-node sandbox with kproxy and show a cross-node ClusterIP request
+#   make demo-down   remove the sandbox
+#   make test        unit tests, then (as root) kernel contract tests and the end-to-end suite
+#   make build       bin/kproxy, bin/echo, bin/sandbox
+#   make lint        gofmt, go vet, golangci-lint
+
+SHELL        := /bin/bash
+export GOTOOLCHAIN := local
+GO           ?= go
+VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+LDFLAGS      := -X main.version=$(VERSION)
+KPROXY_CACHE ?= /var/cache/kproxy
+export KPROXY_CACHE
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI     := $(KPROXY_CACHE)/tools/golangci-lint-$(GOLANGCI_VERSION)/golangci-lint
+IS_ROOT      := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+# Debian packages the kernel-facing tiers need (command → package).
+DEB_TOOLS    := iptables:iptables iptables-restore:iptables ipset:ipset ipvsadm:ipvsadm \
+                conntrack:conntrack ip:iproute2 nsenter:util-linux curl:curl
+
+.PHONY: all build deps k8s unit netns e2e test lint demo demo-down clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ ./cmd/... ./e2e/cmd/...
+	@echo "built: $$(ls bin | tr '\n' ' ')"
+
+# deps installs the Debian packages the kernel tiers need, only those missing.
+deps:
+	@missing=""; for pair in $(DEB_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$(IS_ROOT)" != yes ]; then echo "deps: missing$$missing; run 'make deps' as root"; exit 1; fi; \
+	  echo "deps: installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$(echo $$missing | tr ' ' '\n' | sort -u) >/dev/null; \
+	else echo "deps: iptables, ipset, ipvsadm, conntrack, iproute2, curl present"; fi
+
+# k8s builds kube-apiserver, etcd, kubectl and upstream kube-proxy once per version.
+k8s:
+	@e2e/tools/build-k8s.sh >/dev/null && echo "k8s: binaries in $$(e2e/tools/build-k8s.sh 2>/dev/null | tail -1)"
+
+unit:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+netns: deps
+	$(GO) test -tags netns -count=1 ./iptables/...
+
+e2e: deps build k8s
+	KPROXY_BIN=$(CURDIR)/bin/kproxy KPROXY_ECHO_BIN=$(CURDIR)/bin/echo \
+	  KPROXY_K8S_BIN=$$(e2e/tools/build-k8s.sh 2>/dev/null | tail -1) \
+	  $(GO) test -tags e2e -count=1 -v -timeout 15m ./e2e/...
+
+test: unit
+ifeq ($(IS_ROOT),yes)
+	$(MAKE) --no-print-directory netns
+	$(MAKE) --no-print-directory e2e
+else
+	@echo "test: not root: skipped the kernel contract and end-to-end tiers (run 'sudo make test')"
+endif
+
+$(GOLANGCI):
+	GOBIN=$(dir $(GOLANGCI)) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+
+lint: $(GOLANGCI)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) vet -tags netns ./...
+	$(GO) vet -tags e2e ./...
+	$(GOLANGCI) run ./...
+
+demo: deps build k8s
+	hack/demo.sh
+
+demo-down:
+	hack/demo-down.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,56 @@
+package proxier
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+func TestHealth(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	h := NewHealth(60*time.Second, clk)
+	get := func(path string) (int, map[string]any) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		h.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		var body map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatalf("%s: body %q: %v", path, rec.Body.String(), err)
+		}
+		return rec.Code, body
+	}
+	steps := []struct {
+		name        string
+		do          func()
+		wantHealthz int
+		wantLivez   int
+		wantUpdated string
+	}{
+		{"before the first sync", func() {}, 503, 503, ""},
+		{"just synced", func() { h.Updated() }, 200, 200, "2026-01-02T03:04:05Z"},
+		{"at the timeout", func() { clk.Step(60 * time.Second) }, 200, 200, "2026-01-02T03:04:05Z"},
+		{"past the timeout", func() { clk.Step(time.Second) }, 503, 503, "2026-01-02T03:04:05Z"},
+		{"synced again", func() { h.Updated() }, 200, 200, "2026-01-02T03:05:06Z"},
+		{"node being deleted", func() { h.SetNodeEligible(false) }, 503, 200, "2026-01-02T03:05:06Z"},
+	}
+	for _, st := range steps {
+		st.do()
+		code, body := get("/healthz")
+		if code != st.wantHealthz {
+			t.Errorf("%s: /healthz = %d, want %d", st.name, code, st.wantHealthz)
+		}
+		if body["currentTime"] != clk.Now().UTC().Format(time.RFC3339Nano) {
+			t.Errorf("%s: currentTime = %v", st.name, body["currentTime"])
+		}
+		if got, _ := body["lastUpdated"].(string); got != st.wantUpdated {
+			t.Errorf("%s: lastUpdated = %q, want %q", st.name, got, st.wantUpdated)
+		}
+		if code, _ := get("/livez"); code != st.wantLivez {
+			t.Errorf("%s: /livez = %d, want %d", st.name, code, st.wantLivez)
+		}
+	}
+}

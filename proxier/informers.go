@@ -1,0 +1,164 @@
+package proxier
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/kproxy/kproxy/endpoints"
+)
+
+// Label names kube-proxy filters on.
+const (
+	LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+	LabelHeadless         = "service.kubernetes.io/headless"
+	LabelZone             = "topology.kubernetes.io/zone"
+)
+
+// Tracker is what the informers feed.
+type Tracker interface {
+	OnServiceAdd(*v1.Service)
+	OnServiceUpdate(old, cur *v1.Service)
+	OnServiceDelete(*v1.Service)
+	OnEndpointSliceAdd(*discovery.EndpointSlice)
+	OnEndpointSliceUpdate(old, cur *discovery.EndpointSlice)
+	OnEndpointSliceDelete(*discovery.EndpointSlice)
+}
+
+// Feed wires Service, EndpointSlice and Node informers to a tracker, the reconciler's node
+// info and the health's node eligibility, and requests a sync on every change.
+type Feed struct {
+	Client     kubernetes.Interface
+	NodeName   string
+	Resync     time.Duration // informer resync period (--config-sync-period)
+	Tracker    Tracker
+	Reconciler *Reconciler
+	Health     *Health
+	Request    func()
+}
+
+// Start starts the informers and waits for their caches, returning an error if ctx ends
+// first. The informers run until ctx is cancelled.
+func (f *Feed) Start(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	noProxyName, err := labels.NewRequirement(LabelServiceProxyName, selection.DoesNotExist, nil)
+	if err != nil {
+		return err
+	}
+	noHeadless, err := labels.NewRequirement(LabelHeadless, selection.DoesNotExist, nil)
+	if err != nil {
+		return err
+	}
+	selector := labels.NewSelector().Add(*noProxyName, *noHeadless).String()
+	factory := informers.NewSharedInformerFactoryWithOptions(f.Client, f.Resync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
+	nodeFactory := informers.NewSharedInformerFactoryWithOptions(f.Client, f.Resync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", f.NodeName).String()
+		}))
+
+	svcInformer := factory.Core().V1().Services().Informer()
+	if _, err := svcInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if s, ok := obj.(*v1.Service); ok {
+				f.Tracker.OnServiceAdd(s)
+				f.Request()
+			}
+		},
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*v1.Service)
+			c, ok2 := cur.(*v1.Service)
+			if ok1 && ok2 {
+				f.Tracker.OnServiceUpdate(o, c)
+				f.Request()
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if s, ok := unwrap[*v1.Service](obj); ok {
+				f.Tracker.OnServiceDelete(s)
+				f.Request()
+			}
+		},
+	}); err != nil {
+		return fmt.Errorf("add service handler: %w", err)
+	}
+	sliceInformer := factory.Discovery().V1().EndpointSlices().Informer()
+	if _, err := sliceInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if s, ok := obj.(*discovery.EndpointSlice); ok {
+				f.Tracker.OnEndpointSliceAdd(s)
+				f.Request()
+			}
+		},
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*discovery.EndpointSlice)
+			c, ok2 := cur.(*discovery.EndpointSlice)
+			if ok1 && ok2 {
+				f.Tracker.OnEndpointSliceUpdate(o, c)
+				f.Request()
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if s, ok := unwrap[*discovery.EndpointSlice](obj); ok {
+				f.Tracker.OnEndpointSliceDelete(s)
+				f.Request()
+			}
+		},
+	}); err != nil {
+		return fmt.Errorf("add endpointslice handler: %w", err)
+	}
+	nodeInformer := nodeFactory.Core().V1().Nodes().Informer()
+	if _, err := nodeInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { f.onNode(obj) },
+		UpdateFunc: func(_, cur any) { f.onNode(cur) },
+		DeleteFunc: func(any) {
+			f.Health.SetNodeEligible(false)
+		},
+	}); err != nil {
+		return fmt.Errorf("add node handler: %w", err)
+	}
+
+	factory.Start(ctx.Done())
+	nodeFactory.Start(ctx.Done())
+	start := time.Now()
+	if !cache.WaitForCacheSync(ctx.Done(), svcInformer.HasSynced, sliceInformer.HasSynced, nodeInformer.HasSynced) {
+		return fmt.Errorf("informer caches did not sync: %w", ctx.Err())
+	}
+	logger.Info("Informer caches synced", "elapsed", time.Since(start))
+	return nil
+}
+
+func (f *Feed) onNode(obj any) {
+	n, ok := obj.(*v1.Node)
+	if !ok || n.Name != f.NodeName {
+		return
+	}
+	f.Health.SetNodeEligible(n.DeletionTimestamp == nil)
+	f.Reconciler.SetNode(endpoints.NodeInfo{Name: n.Name, Zone: n.Labels[LabelZone]})
+	f.Request()
+}
+
+// unwrap returns the object of a delete event, also when the informer missed the delete and
+// hands a DeletedFinalStateUnknown tombstone.
+func unwrap[T any](obj any) (T, bool) {
+	if t, ok := obj.(T); ok {
+		return t, true
+	}
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		t, ok := tomb.Obj.(T)
+		return t, ok
+	}
+	var zero T
+	return zero, false
+}
