@@ -96,3 +96,9 @@ type Snapshot struct {
 	ServiceChanges  int // number of Service add/update/delete events folded since the last Checkout
 	EndpointChanges int // number of EndpointSlice add/update/delete events folded since the last Checkout
 }
+
+// ExternallyAccessible reports whether traffic can reach the port from outside the cluster
+// network: it has a node port, an external IP or a load-balancer IP (upstream's definition).
+func (p *ServicePort) ExternallyAccessible() bool {
+	return p.NodePort != 0 || len(p.ExternalIPs) > 0 || len(p.LoadBalancerIPs) > 0
+}

@@ -1,0 +1,351 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
+	kpv1alpha1 "k8s.io/kube-proxy/config/v1alpha1"
+	"sigs.k8s.io/yaml"
+)
+
+// Config is kproxy's resolved configuration: defaults, then the --config file, then the
+// flags that were set on the command line (flags win, as kube-proxy does since KEP-2157).
+type Config struct {
+	Mode             string
+	Kubeconfig       string
+	Master           string
+	HostnameOverride string
+	ClusterCIDRs     []netip.Prefix
+	BindAddress      netip.Addr
+
+	HealthzBindAddress string
+	MetricsBindAddress string
+
+	SyncPeriod       time.Duration
+	MinSyncPeriod    time.Duration
+	ConfigSyncPeriod time.Duration
+
+	MasqueradeAll bool
+	MasqueradeBit int32
+
+	APIQPS   float32
+	APIBurst int32
+}
+
+// usageError is a bad flag, flag value or config file: kproxy prints it and exits 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+func defaultConfig() Config {
+	return Config{
+		Mode:               "iptables",
+		BindAddress:        netip.IPv4Unspecified(),
+		HealthzBindAddress: "0.0.0.0:10256",
+		MetricsBindAddress: "127.0.0.1:10249",
+		SyncPeriod:         30 * time.Second,
+		MinSyncPeriod:      time.Second,
+		ConfigSyncPeriod:   15 * time.Minute,
+		MasqueradeBit:      14,
+		APIQPS:             5,
+		APIBurst:           10,
+	}
+}
+
+// flagValues holds the raw command line.
+type flagValues struct {
+	configFile       string
+	mode             string
+	kubeconfig       string
+	master           string
+	hostnameOverride string
+	clusterCIDR      string
+	bindAddress      string
+	healthzBind      string
+	metricsBind      string
+	iptSync          time.Duration
+	iptMinSync       time.Duration
+	ipvsSync         time.Duration
+	ipvsMinSync      time.Duration
+	configSync       time.Duration
+	masqueradeAll    bool
+	masqueradeBit    int32
+	apiQPS           float32
+	apiBurst         int32
+	version          bool
+}
+
+func newFlagSet(fv *flagValues) *pflag.FlagSet {
+	d := defaultConfig()
+	fs := pflag.NewFlagSet("kproxy", pflag.ContinueOnError)
+	// Errors are returned and printed as one line by run; usage only on --help.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.StringVar(&fv.configFile, "config", "", "The path to a KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1). Flags set on the command line override its values.")
+	fs.StringVar(&fv.mode, "mode", d.Mode, "Which proxy mode to use: 'iptables' or 'ipvs'.")
+	fs.StringVar(&fv.mode, "proxy-mode", d.Mode, "Alias of --mode, as kube-proxy spells it.")
+	fs.StringVar(&fv.kubeconfig, "kubeconfig", "", "Path to a kubeconfig file. In-cluster configuration when neither this nor --master is given.")
+	fs.StringVar(&fv.master, "master", "", "The address of the Kubernetes API server (overrides any value in kubeconfig).")
+	fs.StringVar(&fv.hostnameOverride, "hostname-override", "", "The name of this node, as the Node object calls it. Default: the host name.")
+	fs.StringVar(&fv.clusterCIDR, "cluster-cidr", "", "The CIDR range of the pods in the cluster (comma-separated, one per family). Traffic to services from outside it is masqueraded.")
+	fs.StringVar(&fv.bindAddress, "bind-address", d.BindAddress.String(), "An IP address of this node; its family (IPv4 or IPv6) is the family kproxy programs.")
+	fs.StringVar(&fv.healthzBind, "healthz-bind-address", d.HealthzBindAddress, "The address:port of the health check server (/healthz, /livez). Empty disables it.")
+	fs.StringVar(&fv.metricsBind, "metrics-bind-address", d.MetricsBindAddress, "The address:port of the metrics server (/metrics, /proxyMode). Empty disables it.")
+	fs.DurationVar(&fv.iptSync, "iptables-sync-period", d.SyncPeriod, "The longest time between two syncs of the rules in iptables mode (e.g. '5s', '1m').")
+	fs.DurationVar(&fv.iptMinSync, "iptables-min-sync-period", d.MinSyncPeriod, "The shortest time between two syncs of the rules in iptables mode; changes within it are batched.")
+	fs.DurationVar(&fv.ipvsSync, "ipvs-sync-period", d.SyncPeriod, "The longest time between two syncs in ipvs mode.")
+	fs.DurationVar(&fv.ipvsMinSync, "ipvs-min-sync-period", d.MinSyncPeriod, "The shortest time between two syncs in ipvs mode.")
+	fs.DurationVar(&fv.configSync, "config-sync-period", d.ConfigSyncPeriod, "How often the informers resync from their caches.")
+	fs.BoolVar(&fv.masqueradeAll, "masquerade-all", false, "Masquerade all traffic sent to service IPs, also from pods.")
+	fs.Int32Var(&fv.masqueradeBit, "iptables-masquerade-bit", d.MasqueradeBit, "The bit of the fwmark space that marks packets for SNAT, in [0, 31].")
+	fs.Float32Var(&fv.apiQPS, "kube-api-qps", d.APIQPS, "QPS to use while talking with the API server.")
+	fs.Int32Var(&fv.apiBurst, "kube-api-burst", d.APIBurst, "Burst to use while talking with the API server.")
+	fs.BoolVar(&fv.version, "version", false, "Print the version and exit.")
+
+	// klog's flags (-v, --vmodule, ...), as kube-proxy has them.
+	gfs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(gfs)
+	fs.AddGoFlagSet(gfs)
+	return fs
+}
+
+// parseConfig turns the command line into a Config. Every error is a usageError.
+func parseConfig(args []string, stdout io.Writer) (Config, bool, error) {
+	var fv flagValues
+	fs := newFlagSet(&fv)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintf(stdout, "Usage: kproxy [flags]\n\nkproxy is a Kubernetes service proxy, a drop-in replacement for kube-proxy.\n\n%s", fs.FlagUsages())
+			return Config{}, false, err
+		}
+		return Config{}, false, usageError{err}
+	}
+	if fv.version {
+		return Config{}, true, nil
+	}
+	if fs.NArg() > 0 {
+		return Config{}, false, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	cfg := defaultConfig()
+	if fv.configFile != "" {
+		if err := applyConfigFile(&cfg, fv.configFile); err != nil {
+			return Config{}, false, err
+		}
+	}
+	if err := applyFlags(&cfg, fs, &fv); err != nil {
+		return Config{}, false, err
+	}
+	if err := validate(&cfg); err != nil {
+		return Config{}, false, err
+	}
+	return cfg, false, nil
+}
+
+// applyConfigFile loads a KubeProxyConfiguration. Unknown fields are an error, as in
+// kube-proxy's strict decoding, so a typo does not silently fall back to a default.
+func applyConfigFile(cfg *Config, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return usagef("read --config %s: %w", path, err)
+	}
+	var kc kpv1alpha1.KubeProxyConfiguration
+	if err := yaml.UnmarshalStrict(data, &kc); err != nil {
+		return usagef("parse --config %s: %w", path, err)
+	}
+	const wantAPIVersion = "kubeproxy.config.k8s.io/v1alpha1"
+	if kc.APIVersion != wantAPIVersion || kc.Kind != "KubeProxyConfiguration" {
+		return usagef("parse --config %s: want apiVersion %s, kind KubeProxyConfiguration; got apiVersion %q, kind %q",
+			path, wantAPIVersion, kc.APIVersion, kc.Kind)
+	}
+	if kc.Mode != "" {
+		cfg.Mode = string(kc.Mode)
+	}
+	if kc.ClientConnection.Kubeconfig != "" {
+		cfg.Kubeconfig = kc.ClientConnection.Kubeconfig
+	}
+	if kc.ClientConnection.QPS != 0 {
+		cfg.APIQPS = kc.ClientConnection.QPS
+	}
+	if kc.ClientConnection.Burst != 0 {
+		cfg.APIBurst = kc.ClientConnection.Burst
+	}
+	cfg.HostnameOverride = kc.HostnameOverride
+	if kc.ClusterCIDR != "" {
+		p, err := parseCIDRs(kc.ClusterCIDR)
+		if err != nil {
+			return usagef("--config %s: clusterCIDR: %w", path, err)
+		}
+		cfg.ClusterCIDRs = p
+	}
+	if kc.BindAddress != "" {
+		a, err := netip.ParseAddr(kc.BindAddress)
+		if err != nil {
+			return usagef("--config %s: bindAddress: %w", path, err)
+		}
+		cfg.BindAddress = a
+	}
+	if kc.HealthzBindAddress != "" {
+		cfg.HealthzBindAddress = kc.HealthzBindAddress
+	}
+	if kc.MetricsBindAddress != "" {
+		cfg.MetricsBindAddress = kc.MetricsBindAddress
+	}
+	if kc.ConfigSyncPeriod.Duration != 0 {
+		cfg.ConfigSyncPeriod = kc.ConfigSyncPeriod.Duration
+	}
+	sync, minSync := kc.IPTables.SyncPeriod.Duration, kc.IPTables.MinSyncPeriod.Duration
+	if cfg.Mode == "ipvs" {
+		sync, minSync = kc.IPVS.SyncPeriod.Duration, kc.IPVS.MinSyncPeriod.Duration
+	}
+	if sync != 0 {
+		cfg.SyncPeriod = sync
+	}
+	if minSync != 0 {
+		cfg.MinSyncPeriod = minSync
+	}
+	cfg.MasqueradeAll = kc.IPTables.MasqueradeAll
+	if kc.IPTables.MasqueradeBit != nil {
+		cfg.MasqueradeBit = *kc.IPTables.MasqueradeBit
+	}
+	return nil
+}
+
+// applyFlags copies the flags that were set on the command line over cfg.
+func applyFlags(cfg *Config, fs *pflag.FlagSet, fv *flagValues) error {
+	set := func(name string) bool { return fs.Changed(name) }
+	if set("mode") || set("proxy-mode") {
+		cfg.Mode = fv.mode
+	}
+	if set("kubeconfig") {
+		cfg.Kubeconfig = fv.kubeconfig
+	}
+	if set("master") {
+		cfg.Master = fv.master
+	}
+	if set("hostname-override") {
+		cfg.HostnameOverride = fv.hostnameOverride
+	}
+	if set("cluster-cidr") {
+		p, err := parseCIDRs(fv.clusterCIDR)
+		if err != nil {
+			return usagef("invalid --cluster-cidr %q: %w", fv.clusterCIDR, err)
+		}
+		cfg.ClusterCIDRs = p
+	}
+	if set("bind-address") {
+		a, err := netip.ParseAddr(fv.bindAddress)
+		if err != nil {
+			return usagef("invalid --bind-address %q: not an IP address", fv.bindAddress)
+		}
+		cfg.BindAddress = a
+	}
+	if set("healthz-bind-address") {
+		cfg.HealthzBindAddress = fv.healthzBind
+	}
+	if set("metrics-bind-address") {
+		cfg.MetricsBindAddress = fv.metricsBind
+	}
+	ipvs := cfg.Mode == "ipvs"
+	if ipvs && set("ipvs-sync-period") || !ipvs && set("iptables-sync-period") {
+		cfg.SyncPeriod = pick(ipvs, fv.ipvsSync, fv.iptSync)
+	}
+	if ipvs && set("ipvs-min-sync-period") || !ipvs && set("iptables-min-sync-period") {
+		cfg.MinSyncPeriod = pick(ipvs, fv.ipvsMinSync, fv.iptMinSync)
+	}
+	if set("config-sync-period") {
+		cfg.ConfigSyncPeriod = fv.configSync
+	}
+	if set("masquerade-all") {
+		cfg.MasqueradeAll = fv.masqueradeAll
+	}
+	if set("iptables-masquerade-bit") {
+		cfg.MasqueradeBit = fv.masqueradeBit
+	}
+	if set("kube-api-qps") {
+		cfg.APIQPS = fv.apiQPS
+	}
+	if set("kube-api-burst") {
+		cfg.APIBurst = fv.apiBurst
+	}
+	return nil
+}
+
+func pick[T any](first bool, a, b T) T {
+	if first {
+		return a
+	}
+	return b
+}
+
+func validate(cfg *Config) error {
+	switch cfg.Mode {
+	case "iptables", "ipvs":
+	default:
+		return usagef("unknown proxy mode %q: use --mode=iptables or --mode=ipvs", cfg.Mode)
+	}
+	if cfg.SyncPeriod <= 0 {
+		return usagef("sync period must be positive, got %s", cfg.SyncPeriod)
+	}
+	if cfg.MinSyncPeriod < 0 || cfg.MinSyncPeriod > cfg.SyncPeriod {
+		return usagef("min sync period %s must be between 0 and the sync period %s", cfg.MinSyncPeriod, cfg.SyncPeriod)
+	}
+	if cfg.MasqueradeBit < 0 || cfg.MasqueradeBit > 31 {
+		return usagef("--iptables-masquerade-bit must be in [0, 31], got %d", cfg.MasqueradeBit)
+	}
+	for _, a := range []struct{ name, v string }{
+		{"--healthz-bind-address", cfg.HealthzBindAddress},
+		{"--metrics-bind-address", cfg.MetricsBindAddress},
+	} {
+		if a.v == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(a.v)
+		if err != nil {
+			return usagef("invalid %s %q: want IP:port", a.name, a.v)
+		}
+		if _, err := netip.ParseAddr(host); err != nil {
+			return usagef("invalid %s %q: %q is not an IP address", a.name, a.v, host)
+		}
+		if _, err := netip.ParseAddrPort("0.0.0.0:" + port); err != nil {
+			return usagef("invalid %s %q: bad port %q", a.name, a.v, port)
+		}
+	}
+	fams := map[bool]bool{}
+	for _, p := range cfg.ClusterCIDRs {
+		if fams[p.Addr().Is4()] {
+			return usagef("--cluster-cidr has two CIDRs of the same IP family")
+		}
+		fams[p.Addr().Is4()] = true
+	}
+	return nil
+}
+
+func parseCIDRs(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR", part)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}

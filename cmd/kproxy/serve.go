@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+
+	"github.com/kproxy/kproxy/endpoints"
+	"github.com/kproxy/kproxy/iptables"
+	iptproxy "github.com/kproxy/kproxy/iptables/proxy"
+	"github.com/kproxy/kproxy/proxier"
+)
+
+// serve wires informers → tracker → reconciler → backend and runs until ctx ends.
+func serve(ctx context.Context, cfg Config) error {
+	logger := klog.FromContext(ctx)
+	nodeName, err := nodeName(cfg.HostnameOverride)
+	if err != nil {
+		return err
+	}
+	family := v1.IPv4Protocol
+	if cfg.BindAddress.Is6() && !cfg.BindAddress.Is4In6() {
+		family = v1.IPv6Protocol
+	}
+	client, err := newClient(cfg)
+	if err != nil {
+		return err
+	}
+	backend, err := newBackend(cfg, family)
+	if err != nil {
+		return err
+	}
+	logger.Info("Starting kproxy", "version", version, "mode", backend.Mode(), "node", nodeName,
+		"ipFamily", family, "clusterCIDRs", cfg.ClusterCIDRs, "syncPeriod", cfg.SyncPeriod,
+		"minSyncPeriod", cfg.MinSyncPeriod)
+
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
+	broadcaster.StartRecordingToSink(ctx.Done())
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, "kproxy")
+
+	tracker := endpoints.NewTracker(endpoints.TrackerOptions{
+		IPFamily:  family,
+		OnInvalid: proxier.InvalidReporter(ctx, recorder),
+		StartTime: time.Now(),
+	})
+	metrics := proxier.NewMetrics()
+	health := proxier.NewHealth(2*cfg.SyncPeriod, nil)
+	rec := proxier.NewReconciler(tracker, backend, metrics, health, proxier.ReconcilerOptions{})
+	rec.SetNode(endpoints.NodeInfo{Name: nodeName})
+	runner := proxier.NewRunner("sync-proxy-rules", rec.Sync, proxier.RunnerOptions{
+		MinInterval: cfg.MinSyncPeriod,
+		MaxInterval: cfg.SyncPeriod,
+	})
+
+	serveHTTP(ctx, "healthz", cfg.HealthzBindAddress, health.Handler())
+	serveHTTP(ctx, "metrics", cfg.MetricsBindAddress, metrics.Handler(backend.Mode()))
+
+	feed := &proxier.Feed{
+		Client: client, NodeName: nodeName, Resync: cfg.ConfigSyncPeriod,
+		Tracker: tracker, Reconciler: rec, Health: health, Request: runner.Request,
+	}
+	if err := feed.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	runner.Run(ctx)
+	logger.Info("Stopped kproxy")
+	return nil
+}
+
+func nodeName(override string) (string, error) {
+	if override != "" {
+		return strings.ToLower(strings.TrimSpace(override)), nil
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("find the node name: %w (set --hostname-override)", err)
+	}
+	return strings.ToLower(strings.TrimSpace(h)), nil
+}
+
+func newClient(cfg Config) (kubernetes.Interface, error) {
+	var (
+		rc  *rest.Config
+		err error
+	)
+	if cfg.Kubeconfig == "" && cfg.Master == "" {
+		rc, err = rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("no --kubeconfig or --master given and not running in a cluster: %w", err)
+		}
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags(cfg.Master, cfg.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("load kubeconfig %q: %w", cfg.Kubeconfig, err)
+		}
+	}
+	rc.QPS = cfg.APIQPS
+	rc.Burst = int(cfg.APIBurst)
+	rc.UserAgent = "kproxy/" + version
+	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	rc.ContentType = "application/vnd.kubernetes.protobuf"
+	return kubernetes.NewForConfig(rc)
+}
+
+func newBackend(cfg Config, family v1.IPFamily) (proxier.Backend, error) {
+	switch cfg.Mode {
+	case "iptables":
+		var clusterCIDR netip.Prefix
+		for _, p := range cfg.ClusterCIDRs {
+			if p.Addr().Is4() == (family == v1.IPv4Protocol) {
+				clusterCIDR = p
+			}
+		}
+		ipt := iptables.New(iptables.Options{IPv6: family == v1.IPv6Protocol})
+		fam := iptables.IPv4
+		if family == v1.IPv6Protocol {
+			fam = iptables.IPv6
+		}
+		randomFully, err := ipt.HasRandomFully()
+		if err != nil {
+			return nil, fmt.Errorf("detect iptables: %w (is the iptables package installed?)", err)
+		}
+		return iptproxy.NewProxier(ipt, iptproxy.Config{
+			MasqueradeRandomFully: randomFully,
+			Family:                fam,
+			ClusterCIDR:           clusterCIDR,
+			MasqueradeAll:         cfg.MasqueradeAll,
+			MasqueradeBit:         int(cfg.MasqueradeBit),
+		}), nil
+	case "ipvs":
+		return nil, errors.New("--mode=ipvs is not implemented yet in this kproxy build; use --mode=iptables")
+	}
+	return nil, fmt.Errorf("unknown mode %q", cfg.Mode)
+}
+
+// serveHTTP serves h on addr until ctx ends. A bind failure is logged, not fatal, as
+// kube-proxy does without --bind-address-hard-fail.
+func serveHTTP(ctx context.Context, name, addr string, h http.Handler) {
+	if addr == "" {
+		return
+	}
+	logger := klog.FromContext(ctx).WithValues("server", name, "address", addr)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		logger.Error(err, "Cannot listen; the server is disabled")
+		return
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error(err, "Server stopped")
+		}
+	}()
+	logger.Info("Serving")
+}

@@ -1,0 +1,84 @@
+package endpoints
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+)
+
+// mergeSlices folds the slices of one service into the endpoints of each of its ports. An
+// address:port found more than once (in several slices, or twice in one) is kept once: the
+// first ready occurrence, else the first one, slices taken in name order. Each list is sorted
+// by IP then port. It returns nil when there is no endpoint at all.
+func mergeSlices(bySlice map[string]*sliceInfo) map[ServicePortName][]Endpoint {
+	type key struct {
+		name ServicePortName
+		ip   netip.Addr
+		port int32
+	}
+	var out map[ServicePortName][]Endpoint
+	seen := map[key]int{} // index in out[name]
+	for _, sliceName := range slices.Sorted(maps.Keys(bySlice)) {
+		info := bySlice[sliceName]
+		for _, p := range info.Ports {
+			for _, ep := range info.Endpoints {
+				ep.Port = p.Port
+				k := key{name: p.Name, ip: ep.IP, port: p.Port}
+				if i, dup := seen[k]; dup {
+					if ep.Ready && !out[p.Name][i].Ready {
+						out[p.Name][i] = ep
+					}
+					continue
+				}
+				if out == nil {
+					out = map[ServicePortName][]Endpoint{}
+				}
+				seen[k] = len(out[p.Name])
+				out[p.Name] = append(out[p.Name], ep)
+			}
+		}
+	}
+	for _, eps := range out {
+		slices.SortFunc(eps, compareEndpoints)
+	}
+	return out
+}
+
+// compareEndpoints orders endpoints by IP, then port.
+func compareEndpoints(a, b Endpoint) int {
+	if c := a.IP.Compare(b.IP); c != 0 {
+		return c
+	}
+	return int(a.Port - b.Port)
+}
+
+// equalEndpointMaps reports whether two per-port endpoint maps hold the same values.
+func equalEndpointMaps(a, b map[ServicePortName][]Endpoint) bool {
+	return maps.EqualFunc(a, b, func(x, y []Endpoint) bool { return slices.EqualFunc(x, y, equalEndpoint) })
+}
+
+func equalEndpoint(a, b Endpoint) bool {
+	return a.IP == b.IP && a.Port == b.Port &&
+		a.Ready == b.Ready && a.Serving == b.Serving && a.Terminating == b.Terminating &&
+		a.NodeName == b.NodeName && a.Zone == b.Zone &&
+		slices.Equal(a.ZoneHints, b.ZoneHints) && slices.Equal(a.NodeHints, b.NodeHints)
+}
+
+// equalPortMaps reports whether two per-port service maps hold the same values.
+func equalPortMaps(a, b map[ServicePortName]*ServicePort) bool {
+	return maps.EqualFunc(a, b, equalServicePort)
+}
+
+func equalServicePort(a, b *ServicePort) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Name == b.Name && a.ClusterIP == b.ClusterIP && a.Port == b.Port &&
+		a.Protocol == b.Protocol && a.NodePort == b.NodePort &&
+		slices.Equal(a.ExternalIPs, b.ExternalIPs) &&
+		slices.Equal(a.LoadBalancerIPs, b.LoadBalancerIPs) &&
+		slices.Equal(a.LoadBalancerSourceRanges, b.LoadBalancerSourceRanges) &&
+		a.SessionAffinityTimeout == b.SessionAffinityTimeout &&
+		a.ExternalPolicyLocal == b.ExternalPolicyLocal && a.InternalPolicyLocal == b.InternalPolicyLocal &&
+		a.HealthCheckNodePort == b.HealthCheckNodePort && a.TrafficDistribution == b.TrafficDistribution
+}

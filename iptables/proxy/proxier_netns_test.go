@@ -1,0 +1,116 @@
+//go:build netns
+
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/kproxy/kproxy/iptables"
+)
+
+// newNetNS creates a fresh network namespace (kpt-<random>), deleted at the end of the test,
+// and returns a Runner bound to it.
+func newNetNS(t *testing.T) *iptables.Runner {
+	t.Helper()
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	name := "kpt-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	return iptables.New(iptables.Options{NetNSPath: "/run/netns/" + name})
+}
+
+// counting counts the restores that reach the kernel.
+type counting struct {
+	iptables.Interface
+	restores int
+}
+
+func (c *counting) Restore(ctx context.Context, data []byte) error {
+	c.restores++
+	return c.Interface.Restore(ctx, data)
+}
+
+// tables returns the nat and filter tables without iptables-save's comment lines.
+func tables(t *testing.T, ipt iptables.Interface) string {
+	t.Helper()
+	var b strings.Builder
+	for _, table := range []iptables.Table{iptables.TableNAT, iptables.TableFilter} {
+		data, err := ipt.Save(context.Background(), table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.SplitAfter(string(data), "\n") {
+			if !strings.HasPrefix(line, "#") {
+				b.WriteString(line)
+			}
+		}
+	}
+	return b.String()
+}
+
+// TestProxierKernel runs the same syncs against the kernel and the Fake: the tables must be
+// identical after each, and syncs with nothing changed (including a restarted proxier's)
+// must not write.
+func TestProxierKernel(t *testing.T) {
+	ctx := context.Background()
+	cfg := Config{ClusterCIDR: clusterCIDR, MasqueradeRandomFully: true}
+	kernel := &counting{Interface: newNetNS(t)}
+	fake := iptables.NewFake(iptables.IPv4)
+	pk, pf := NewProxier(kernel, cfg), NewProxier(fake, cfg)
+
+	steps := []struct {
+		name  string
+		world *world
+		full  bool
+	}{
+		{"first sync", threeEndpoints().add(servicePort(dnsUDP, "100.100.0.53", 53)), true},
+		{"endpoint removed", oneService().add(servicePort(dnsUDP, "100.100.0.53", 53), readyEP("100.64.1.20", 53)), false},
+		{"no change, partial", oneService().add(servicePort(dnsUDP, "100.100.0.53", 53), readyEP("100.64.1.20", 53)), false},
+		{"no change, full", oneService().add(servicePort(dnsUDP, "100.100.0.53", 53), readyEP("100.64.1.20", 53)), true},
+		{"service removed", oneService(), false},
+	}
+	for _, s := range steps {
+		before := kernel.restores
+		for _, p := range []*Proxier{pk, pf} {
+			if err := p.Apply(ctx, s.world.snapshot(), testNode, s.full); err != nil {
+				t.Fatalf("%s: Apply: %v", s.name, err)
+			}
+		}
+		if diff := cmp.Diff(tables(t, kernel), tables(t, fake)); diff != "" {
+			t.Errorf("%s: kernel and fake differ (-kernel +fake):\n%s", s.name, diff)
+		}
+		if wrote := kernel.restores > before; wrote == strings.HasPrefix(s.name, "no change") {
+			t.Errorf("%s: wrote = %v", s.name, wrote)
+		}
+	}
+
+	restarted := NewProxier(kernel, cfg)
+	before := kernel.restores
+	if err := restarted.Apply(ctx, oneService().snapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	if kernel.restores != before {
+		t.Errorf("a restarted proxier with nothing changed wrote %d restores", kernel.restores-before)
+	}
+	if got := tables(t, kernel); !slices.Contains(strings.Split(got, "\n"),
+		`-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES`) {
+		t.Errorf("no base jump in the kernel's nat table:\n%s", got)
+	}
+}

@@ -1,0 +1,36 @@
+package iptables
+
+import (
+	"fmt"
+	"strings"
+)
+
+// ParseSave reads iptables-save output for one table and returns each chain's rules as
+// iptables-save printed them (the text after "-A CHAIN "), in order. Every declared chain is
+// in the map, empty ones with no rules. Output without the table gives an empty map.
+func ParseSave(data []byte, table Table) (map[Chain][]string, error) {
+	chains := map[Chain][]string{}
+	in := false
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "*"):
+			in = Table(line[1:]) == table
+		case !in:
+		case line == "COMMIT":
+			in = false
+		case strings.HasPrefix(line, ":"):
+			name, _, _ := strings.Cut(line[1:], " ")
+			if _, ok := chains[Chain(name)]; !ok {
+				chains[Chain(name)] = nil
+			}
+		case strings.HasPrefix(line, "-A "):
+			name, rule, _ := strings.Cut(line[len("-A "):], " ")
+			chains[Chain(name)] = append(chains[Chain(name)], rule)
+		default:
+			return nil, fmt.Errorf("iptables-save output line %d: unexpected %q", i+1, line)
+		}
+	}
+	return chains, nil
+}

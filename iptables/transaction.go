@@ -1,0 +1,130 @@
+package iptables
+
+import (
+	"bytes"
+	"strings"
+)
+
+// Rule is one rule's arguments, everything after "-A CHAIN".
+type Rule []string
+
+// String gives the rule as it appears in restore text, arguments quoted where needed.
+func (r Rule) String() string {
+	var b strings.Builder
+	for i, a := range r {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		writeArg(&b, a)
+	}
+	return b.String()
+}
+
+// writeArg writes one argument, in double quotes when it is empty or holds a space, a quote
+// or a backslash (iptables-restore's quoting: backslash escapes inside double quotes).
+func writeArg(b *strings.Builder, a string) {
+	if a != "" && !strings.ContainsAny(a, " \t\"'\\") {
+		b.WriteString(a)
+		return
+	}
+	b.WriteByte('"')
+	for _, c := range a {
+		if c == '"' || c == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	b.WriteByte('"')
+}
+
+// Transaction builds iptables-restore input. Per table it writes every chain declaration
+// first, then the rules in the order they were added, then the chain deletions, then COMMIT:
+// the order in which the kernel accepts jumps to chains declared in the same transaction and
+// deletions of chains whose referrers were rewritten. Tables come in the order first used.
+// The zero value is ready to use.
+type Transaction struct {
+	tables []*txTable
+}
+
+type txTable struct {
+	table    Table
+	declared map[Chain]bool
+	decls    []Chain
+	rules    []string
+	deletes  []Chain
+}
+
+func (tx *Transaction) get(t Table) *txTable {
+	for _, tt := range tx.tables {
+		if tt.table == t {
+			return tt
+		}
+	}
+	tt := &txTable{table: t, declared: map[Chain]bool{}}
+	tx.tables = append(tx.tables, tt)
+	return tt
+}
+
+// Declare creates the user chain, or flushes it when it exists, so that the rules appended to
+// it in this transaction replace its content. Declaring a chain twice is harmless.
+func (tx *Transaction) Declare(t Table, c Chain) {
+	tt := tx.get(t)
+	if !tt.declared[c] {
+		tt.declared[c] = true
+		tt.decls = append(tt.decls, c)
+	}
+}
+
+// Append adds a rule at the end of chain c.
+func (tx *Transaction) Append(t Table, c Chain, r Rule) {
+	tt := tx.get(t)
+	tt.rules = append(tt.rules, "-A "+string(c)+" "+r.String())
+}
+
+// Delete flushes and deletes the user chain c. The chain must exist, and every rule that
+// jumps to it must be gone by the end of the transaction's rules.
+func (tx *Transaction) Delete(t Table, c Chain) {
+	tx.Declare(t, c)
+	tt := tx.get(t)
+	tt.deletes = append(tt.deletes, c)
+}
+
+// Empty reports whether the transaction changes nothing.
+func (tx *Transaction) Empty() bool {
+	for _, tt := range tx.tables {
+		if len(tt.decls) > 0 || len(tt.rules) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Counts reports how many chains the transaction declares (and so creates or rewrites), how
+// many rules it appends and how many chains it deletes.
+func (tx *Transaction) Counts() (declared, rules, deleted int) {
+	for _, tt := range tx.tables {
+		declared += len(tt.decls)
+		rules += len(tt.rules)
+		deleted += len(tt.deletes)
+	}
+	return declared, rules, deleted
+}
+
+// Bytes returns the restore text.
+func (tx *Transaction) Bytes() []byte {
+	var b bytes.Buffer
+	for _, tt := range tx.tables {
+		b.WriteString("*" + string(tt.table) + "\n")
+		for _, c := range tt.decls {
+			b.WriteString(":" + string(c) + " - [0:0]\n")
+		}
+		for _, r := range tt.rules {
+			b.WriteString(r + "\n")
+		}
+		for _, c := range tt.deletes {
+			b.WriteString("-X " + string(c) + "\n")
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return b.Bytes()
+}
