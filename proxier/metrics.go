@@ -106,7 +106,7 @@ func (m *Metrics) Handler(mode string) http.Handler {
 	mux.HandleFunc("/proxyMode", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
-		fmt.Fprint(w, mode)
+		_, _ = fmt.Fprint(w, mode)
 	})
 	return mux
 }

@@ -29,17 +29,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "kproxy: %v (see kproxy --help)\n", err)
+		_, _ = fmt.Fprintf(stderr, "kproxy: %v (see kproxy --help)\n", err)
 		return 2
 	}
 	if showVersion {
-		fmt.Fprintf(stdout, "kproxy %s\n", version)
+		_, _ = fmt.Fprintf(stdout, "kproxy %s\n", version)
 		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, cfg); err != nil {
-		fmt.Fprintf(stderr, "kproxy: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "kproxy: %v\n", err)
 		return 1
 	}
 	return 0

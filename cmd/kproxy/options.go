@@ -129,7 +129,7 @@ func parseConfig(args []string, stdout io.Writer) (Config, bool, error) {
 	fs := newFlagSet(&fv)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			fmt.Fprintf(stdout, "Usage: kproxy [flags]\n\nkproxy is a Kubernetes service proxy, a drop-in replacement for kube-proxy.\n\n%s", fs.FlagUsages())
+			_, _ = fmt.Fprintf(stdout, "Usage: kproxy [flags]\n\nkproxy is a Kubernetes service proxy, a drop-in replacement for kube-proxy.\n\n%s", fs.FlagUsages())
 			return Config{}, false, err
 		}
 		return Config{}, false, usageError{err}
