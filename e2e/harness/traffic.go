@@ -1,0 +1,114 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// Errors of a request made with the echo client, from its exit code.
+var (
+	ErrRefused     = errors.New("connection refused")
+	ErrTimeout     = errors.New("timeout")
+	ErrUnreachable = errors.New("unreachable")
+)
+
+// Exit codes of `echo client`.
+const (
+	ExitRefused     = 1
+	ExitTimeout     = 2
+	ExitUnreachable = 3
+)
+
+// Reply is what an echo server answered: its --name and the client address it saw.
+type Reply struct {
+	Name   string
+	Client netip.AddrPort
+	Raw    string
+}
+
+// ParseReply parses "name=N client=IP:PORT".
+func ParseReply(line string) (Reply, error) {
+	r := Reply{Raw: strings.TrimSpace(line)}
+	for _, f := range strings.Fields(r.Raw) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "name":
+			r.Name = v
+		case "client":
+			ap, err := netip.ParseAddrPort(v)
+			if err != nil {
+				return r, fmt.Errorf("reply %q: %w", r.Raw, err)
+			}
+			r.Client = ap
+		}
+	}
+	if r.Name == "" || !r.Client.IsValid() {
+		return r, fmt.Errorf("reply %q: want name=NAME client=IP:PORT", r.Raw)
+	}
+	return r, nil
+}
+
+// Proto is "tcp" or "udp".
+type Proto string
+
+// Protocols the echo client speaks.
+const (
+	TCP Proto = "tcp"
+	UDP Proto = "udp"
+)
+
+// Request runs `echo client --PROTO addr --timeout T` inside the namespace ns (a pod or a
+// node) and returns the reply. A refused connection is ErrRefused, no answer ErrTimeout.
+func (c *Cluster) Request(ctx context.Context, ns string, proto Proto, addr string, timeout time.Duration) (Reply, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "nsenter", "--net="+NetnsPath(ns), "--",
+		c.Opts.EchoBin, "client", "--"+string(proto), addr, "--timeout", timeout.String())
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			msg := strings.TrimSpace(string(ee.Stderr))
+			switch ee.ExitCode() {
+			case ExitRefused:
+				return Reply{}, fmt.Errorf("%s %s from %s: %w (%s)", proto, addr, ns, ErrRefused, msg)
+			case ExitTimeout:
+				return Reply{}, fmt.Errorf("%s %s from %s: %w (%s)", proto, addr, ns, ErrTimeout, msg)
+			case ExitUnreachable:
+				return Reply{}, fmt.Errorf("%s %s from %s: %w (%s)", proto, addr, ns, ErrUnreachable, msg)
+			}
+			return Reply{}, fmt.Errorf("%s %s from %s: %w: %s", proto, addr, ns, err, msg)
+		}
+		return Reply{}, fmt.Errorf("%s %s from %s: %w", proto, addr, ns, err)
+	}
+	return ParseReply(string(out))
+}
+
+// TB is the part of testing.TB the harness uses.
+type TB interface {
+	Helper()
+	Logf(format string, args ...any)
+	Fatalf(format string, args ...any)
+}
+
+// Eventually calls fn every 100 ms until it returns nil, and fails the test with fn's last
+// error if that does not happen within timeout. It returns how long it took.
+func Eventually(t TB, timeout time.Duration, fn func() error) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	if err := Poll(context.Background(), 100*time.Millisecond, timeout, fn); err != nil {
+		t.Fatalf("not true within %v: %v", timeout, err)
+	}
+	return time.Since(t0)
+}
+
+// Poll calls fn every interval until it returns nil, ctx ends or timeout passes; then it
+// returns fn's last error.
+func Poll(ctx context.Context, interval, timeout time.Duration, fn func() error) error {
+	return poll(ctx, interval, timeout, fn)
+}
