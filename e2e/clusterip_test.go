@@ -152,3 +152,23 @@ func TestClusterIPUDP(t *testing.T) {
 	got, took := untilAllSeen(ctx, t, client.Name, harness.UDP, clusterIPAddr(svc), names(local, remote), programTimeout)
 	t.Logf("udp %s → %s: both endpoints answered within %v: %s", client.Name, clusterIPAddr(svc), took.Round(time.Millisecond), got)
 }
+
+// A pod reaches itself through its own service (hairpin). The packet leaves and re-enters
+// cni0 on the same port, and is masqueraded to the node's cni0 address, so the reply comes
+// back through the node and is un-DNATed (without the masquerade the pod would answer itself
+// directly and the connection would never complete).
+func TestClusterIPHairpin(t *testing.T) {
+	const ns = "clusterip-hairpin"
+	ctx := setup(t, ns)
+	pod := cluster.Pod(1, 1)
+	svc, err := cluster.CreateServiceWithEndpoints(ctx, ns, "echo", tcpOnly, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cni0 := pod.Node.PodCIDR.Addr().Next()
+	r, _ := firstReply(ctx, t, pod.Name, harness.TCP, clusterIPAddr(svc), programTimeout)
+	if r.Name != pod.Name || r.Client.Addr() != cni0 {
+		t.Fatalf("hairpin %s → %s: reply %q, want name=%s client=%s:*", pod.Name, clusterIPAddr(svc), r.Raw, pod.Name, cni0)
+	}
+	t.Logf("%s → %s → itself: it saw client %s (masqueraded)", pod.Name, clusterIPAddr(svc), r.Client)
+}
