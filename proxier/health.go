@@ -15,18 +15,20 @@ import (
 type Health struct {
 	clock   clock.PassiveClock
 	timeout time.Duration
+	family  string
 
 	mu           sync.Mutex
 	lastUpdated  time.Time
 	nodeEligible bool
 }
 
-// NewHealth builds a Health that is unhealthy until the first successful sync.
-func NewHealth(timeout time.Duration, c clock.PassiveClock) *Health {
+// NewHealth builds a Health that is unhealthy until the first successful sync. family
+// ("IPv4" or "IPv6") keys the per-family status in the JSON body, as kube-proxy's.
+func NewHealth(timeout time.Duration, family string, c clock.PassiveClock) *Health {
 	if c == nil {
 		c = clock.RealClock{}
 	}
-	return &Health{clock: c, timeout: timeout, nodeEligible: true}
+	return &Health{clock: c, timeout: timeout, family: family, nodeEligible: true}
 }
 
 // Updated records a successful sync.
@@ -43,11 +45,19 @@ func (h *Health) SetNodeEligible(eligible bool) {
 	h.nodeEligible = eligible
 }
 
-// healthStatus is the JSON body of /healthz and /livez.
+// healthStatus is the JSON body of /healthz and /livez, kube-proxy's fields.
 type healthStatus struct {
-	LastUpdated  string `json:"lastUpdated"`
-	CurrentTime  string `json:"currentTime"`
-	NodeEligible *bool  `json:"nodeEligible,omitempty"`
+	LastUpdated  string                  `json:"lastUpdated"`
+	CurrentTime  string                  `json:"currentTime"`
+	NodeEligible *bool                   `json:"nodeEligible,omitempty"`
+	Healthy      bool                    `json:"healthy"`
+	Status       map[string]familyStatus `json:"status,omitempty"`
+}
+
+// familyStatus is the health of the proxier of one IP family.
+type familyStatus struct {
+	LastUpdated string `json:"lastUpdated"`
+	Healthy     bool   `json:"healthy"`
 }
 
 // status reports whether the proxy is healthy, with the JSON body to serve.
@@ -56,9 +66,10 @@ func (h *Health) status(checkNode bool) (bool, healthStatus) {
 	defer h.mu.Unlock()
 	now := h.clock.Now()
 	synced := !h.lastUpdated.IsZero() && now.Sub(h.lastUpdated) <= h.timeout
-	st := healthStatus{CurrentTime: now.UTC().Format(time.RFC3339Nano)}
+	st := healthStatus{CurrentTime: now.UTC().Format(time.RFC3339Nano), Healthy: synced}
 	if !h.lastUpdated.IsZero() {
 		st.LastUpdated = h.lastUpdated.UTC().Format(time.RFC3339Nano)
+		st.Status = map[string]familyStatus{h.family: {LastUpdated: st.LastUpdated, Healthy: synced}}
 	}
 	if checkNode {
 		eligible := h.nodeEligible

@@ -12,7 +12,7 @@ import (
 
 func TestHealth(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	h := NewHealth(60*time.Second, clk)
+	h := NewHealth(60*time.Second, "IPv4", clk)
 	get := func(path string) (int, map[string]any) {
 		t.Helper()
 		rec := httptest.NewRecorder()
@@ -48,6 +48,15 @@ func TestHealth(t *testing.T) {
 		}
 		if got, _ := body["lastUpdated"].(string); got != st.wantUpdated {
 			t.Errorf("%s: lastUpdated = %q, want %q", st.name, got, st.wantUpdated)
+		}
+		if got, want := body["healthy"], st.wantLivez == 200; got != want {
+			t.Errorf("%s: healthy = %v, want %v", st.name, got, want)
+		}
+		if st.wantUpdated != "" {
+			fam, _ := body["status"].(map[string]any)["IPv4"].(map[string]any)
+			if fam["lastUpdated"] != st.wantUpdated || fam["healthy"] != (st.wantLivez == 200) {
+				t.Errorf("%s: status.IPv4 = %v", st.name, fam)
+			}
 		}
 		if code, _ := get("/livez"); code != st.wantLivez {
 			t.Errorf("%s: /livez = %d, want %d", st.name, code, st.wantLivez)

@@ -144,9 +144,26 @@ func (f *Feed) onNode(obj any) {
 	if !ok || n.Name != f.NodeName {
 		return
 	}
-	f.Health.SetNodeEligible(n.DeletionTimestamp == nil)
+	f.Health.SetNodeEligible(nodeEligible(n))
 	f.Reconciler.SetNode(endpoints.NodeInfo{Name: n.Name, Zone: n.Labels[LabelZone]})
 	f.Request()
+}
+
+// toBeDeletedTaint is the cluster autoscaler's taint on a node it is about to delete.
+const toBeDeletedTaint = "ToBeDeletedByClusterAutoscaler"
+
+// nodeEligible is false for a node that is being deleted or that the cluster autoscaler is
+// about to delete, so load balancers stop sending it new connections (as kube-proxy).
+func nodeEligible(n *v1.Node) bool {
+	if n.DeletionTimestamp != nil {
+		return false
+	}
+	for _, t := range n.Spec.Taints {
+		if t.Key == toBeDeletedTaint {
+			return false
+		}
+	}
+	return true
 }
 
 // unwrap returns the object of a delete event, also when the informer missed the delete and

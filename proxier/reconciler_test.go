@@ -71,7 +71,7 @@ func TestReconcilerFullSyncRules(t *testing.T) {
 	}}
 	be := &fakeBackend{errs: []error{nil, nil, errors.New("restore failed")}}
 	m := NewMetrics()
-	h := NewHealth(time.Minute, clk)
+	h := NewHealth(time.Minute, "IPv4", clk)
 	r := NewReconciler(src, be, m, h, ReconcilerOptions{FullSyncInterval: time.Hour, Clock: clk})
 	r.SetNode(endpoints.NodeInfo{Name: "n1"})
 	ctx := context.Background()
@@ -125,7 +125,7 @@ func TestReconcilerNetworkProgrammingLatency(t *testing.T) {
 		TriggerTimes: map[types.NamespacedName][]time.Time{svc: {clk.Now().Add(-3 * time.Second)}},
 	}}}
 	m := NewMetrics()
-	r := NewReconciler(src, &fakeBackend{}, m, NewHealth(time.Minute, clk), ReconcilerOptions{Clock: clk})
+	r := NewReconciler(src, &fakeBackend{}, m, NewHealth(time.Minute, "IPv4", clk), ReconcilerOptions{Clock: clk})
 	if err := r.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}

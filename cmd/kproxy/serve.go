@@ -59,7 +59,7 @@ func serve(ctx context.Context, cfg Config) error {
 		StartTime: time.Now(),
 	})
 	metrics := proxier.NewMetrics()
-	health := proxier.NewHealth(2*cfg.SyncPeriod, nil)
+	health := proxier.NewHealth(2*cfg.SyncPeriod, string(family), nil)
 	rec := proxier.NewReconciler(tracker, backend, metrics, health, proxier.ReconcilerOptions{})
 	rec.SetNode(endpoints.NodeInfo{Name: nodeName})
 	runner := proxier.NewRunner("sync-proxy-rules", rec.Sync, proxier.RunnerOptions{
