@@ -3,9 +3,11 @@ package proxier
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 )
 
@@ -20,6 +22,14 @@ type Health struct {
 	mu           sync.Mutex
 	lastUpdated  time.Time
 	nodeEligible bool
+
+	healthzTotal, livezTotal *prometheus.CounterVec
+}
+
+// CountRequests makes the handlers count their answers by HTTP code
+// (kubeproxy_proxy_healthz_total, kubeproxy_proxy_livez_total).
+func (h *Health) CountRequests(healthz, livez *prometheus.CounterVec) {
+	h.healthzTotal, h.livezTotal = healthz, livez
 }
 
 // NewHealth builds a Health that is unhealthy until the first successful sync. family
@@ -82,20 +92,23 @@ func (h *Health) status(checkNode bool) (bool, healthStatus) {
 // Handler serves /healthz and /livez.
 func (h *Health) Handler() http.Handler {
 	mux := http.NewServeMux()
-	serve := func(checkNode bool) http.HandlerFunc {
+	serve := func(checkNode bool, counter *prometheus.CounterVec) http.HandlerFunc {
 		return func(w http.ResponseWriter, _ *http.Request) {
 			ok, st := h.status(checkNode)
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("X-Content-Type-Options", "nosniff")
-			if ok {
-				w.WriteHeader(http.StatusOK)
-			} else {
-				w.WriteHeader(http.StatusServiceUnavailable)
+			code := http.StatusOK
+			if !ok {
+				code = http.StatusServiceUnavailable
 			}
+			if counter != nil {
+				counter.WithLabelValues(strconv.Itoa(code)).Inc()
+			}
+			w.WriteHeader(code)
 			_ = json.NewEncoder(w).Encode(st)
 		}
 	}
-	mux.HandleFunc("/healthz", serve(true))
-	mux.HandleFunc("/livez", serve(false))
+	mux.HandleFunc("/healthz", serve(true, h.healthzTotal))
+	mux.HandleFunc("/livez", serve(false, h.livezTotal))
 	return mux
 }

@@ -10,43 +10,65 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Metrics holds the kube-proxy metrics kproxy exports, under kube-proxy's names, in a
-// registry of its own (no global state).
+// Metrics holds the kube-proxy metrics kproxy exports, under kube-proxy's names and labels,
+// in a registry of its own (no global state). Per-family metrics are read through For.
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	SyncDuration        prometheus.Histogram
-	SyncFullDuration    prometheus.Histogram
-	SyncPartialDuration prometheus.Histogram
+	syncDuration        *prometheus.HistogramVec
+	syncFullDuration    *prometheus.HistogramVec
+	syncPartialDuration *prometheus.HistogramVec
+	lastSyncTimestamp   *prometheus.GaugeVec
+	lastQueuedTimestamp *prometheus.GaugeVec
+	networkProgramming  *prometheus.HistogramVec
+	syncFailures        *prometheus.CounterVec
+
+	EndpointChanges prometheus.Counter
+	ServiceChanges  prometheus.Counter
+	HealthzTotal    *prometheus.CounterVec // label code
+	LivezTotal      *prometheus.CounterVec // label code
+}
+
+// FamilyMetrics are the metrics of the proxier of one IP family.
+type FamilyMetrics struct {
+	SyncDuration        prometheus.Observer
+	SyncFullDuration    prometheus.Observer
+	SyncPartialDuration prometheus.Observer
 	LastSyncTimestamp   prometheus.Gauge
-	NetworkProgramming  prometheus.Histogram
+	LastQueuedTimestamp prometheus.Gauge
+	NetworkProgramming  prometheus.Observer
+	SyncFailures        prometheus.Counter
 	EndpointChanges     prometheus.Counter
 	ServiceChanges      prometheus.Counter
-	SyncFailures        prometheus.Counter
 }
 
 // NewMetrics registers the metrics in a new registry.
 func NewMetrics() *Metrics {
 	syncBuckets := prometheus.ExponentialBuckets(0.001, 2, 15)
+	family := []string{"ip_family"}
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
-		SyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: "kubeproxy", Subsystem: "sync_proxy_rules", Name: "duration_seconds",
+		syncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "kubeproxy", Name: "sync_proxy_rules_duration_seconds",
 			Help: "SyncProxyRules latency in seconds", Buckets: syncBuckets,
-		}),
-		SyncFullDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: "kubeproxy", Subsystem: "sync_full_proxy_rules", Name: "duration_seconds",
+		}, family),
+		syncFullDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "kubeproxy", Name: "sync_full_proxy_rules_duration_seconds",
 			Help: "SyncProxyRules latency in seconds for full resyncs", Buckets: syncBuckets,
-		}),
-		SyncPartialDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: "kubeproxy", Subsystem: "sync_partial_proxy_rules", Name: "duration_seconds",
+		}, family),
+		syncPartialDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "kubeproxy", Name: "sync_partial_proxy_rules_duration_seconds",
 			Help: "SyncProxyRules latency in seconds for partial resyncs", Buckets: syncBuckets,
-		}),
-		LastSyncTimestamp: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "kubeproxy", Subsystem: "sync_proxy_rules", Name: "last_timestamp_seconds",
+		}, family),
+		lastSyncTimestamp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "kubeproxy", Name: "sync_proxy_rules_last_timestamp_seconds",
 			Help: "The last time proxy rules were successfully synced",
-		}),
-		NetworkProgramming: prometheus.NewHistogram(prometheus.HistogramOpts{
+		}, family),
+		lastQueuedTimestamp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "kubeproxy", Name: "sync_proxy_rules_last_queued_timestamp_seconds",
+			Help: "The last time a sync of proxy rules was queued",
+		}, family),
+		networkProgramming: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "kubeproxy", Name: "network_programming_duration_seconds",
 			Help: "In Cluster Network Programming Latency in seconds",
 			Buckets: merge(
@@ -55,25 +77,48 @@ func NewMetrics() *Metrics {
 				prometheus.LinearBuckets(60, 5, 12),     // 60s .. 115s
 				prometheus.LinearBuckets(120, 30, 7),    // 2min .. 5min
 			),
-		}),
+		}, family),
+		syncFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "kubeproxy", Name: "sync_proxy_rules_failures_total",
+			Help: "Cumulative proxy rules sync failures (kproxy's own; kube-proxy counts restore failures per backend)",
+		}, family),
 		EndpointChanges: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "kubeproxy", Subsystem: "sync_proxy_rules", Name: "endpoint_changes_total",
+			Namespace: "kubeproxy", Name: "sync_proxy_rules_endpoint_changes_total",
 			Help: "Cumulative proxy rules Endpoint changes",
 		}),
 		ServiceChanges: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "kubeproxy", Subsystem: "sync_proxy_rules", Name: "service_changes_total",
+			Namespace: "kubeproxy", Name: "sync_proxy_rules_service_changes_total",
 			Help: "Cumulative proxy rules Service changes",
 		}),
-		SyncFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "kubeproxy", Subsystem: "sync_proxy_rules", Name: "failures_total",
-			Help: "Cumulative proxy rules sync failures (kproxy; kube-proxy counts restore failures per backend)",
-		}),
+		HealthzTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "kubeproxy", Name: "proxy_healthz_total",
+			Help: "Cumulative proxy healthz HTTP status",
+		}, []string{"code"}),
+		LivezTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "kubeproxy", Name: "proxy_livez_total",
+			Help: "Cumulative proxy livez HTTP status",
+		}, []string{"code"}),
 	}
-	m.Registry.MustRegister(m.SyncDuration, m.SyncFullDuration, m.SyncPartialDuration,
-		m.LastSyncTimestamp, m.NetworkProgramming, m.EndpointChanges, m.ServiceChanges,
-		m.SyncFailures,
+	m.Registry.MustRegister(m.syncDuration, m.syncFullDuration, m.syncPartialDuration,
+		m.lastSyncTimestamp, m.lastQueuedTimestamp, m.networkProgramming, m.syncFailures,
+		m.EndpointChanges, m.ServiceChanges, m.HealthzTotal, m.LivezTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// For returns the metrics of one IP family ("IPv4", "IPv6").
+func (m *Metrics) For(family string) *FamilyMetrics {
+	return &FamilyMetrics{
+		SyncDuration:        m.syncDuration.WithLabelValues(family),
+		SyncFullDuration:    m.syncFullDuration.WithLabelValues(family),
+		SyncPartialDuration: m.syncPartialDuration.WithLabelValues(family),
+		LastSyncTimestamp:   m.lastSyncTimestamp.WithLabelValues(family),
+		LastQueuedTimestamp: m.lastQueuedTimestamp.WithLabelValues(family),
+		NetworkProgramming:  m.networkProgramming.WithLabelValues(family),
+		SyncFailures:        m.syncFailures.WithLabelValues(family),
+		EndpointChanges:     m.EndpointChanges,
+		ServiceChanges:      m.ServiceChanges,
+	}
 }
 
 func merge(bs ...[]float64) []float64 {
@@ -85,7 +130,7 @@ func merge(bs ...[]float64) []float64 {
 }
 
 // ObserveSync records one successful or failed sync.
-func (m *Metrics) ObserveSync(d time.Duration, full bool, err error, now time.Time) {
+func (m *FamilyMetrics) ObserveSync(d time.Duration, full bool, err error, now time.Time) {
 	m.SyncDuration.Observe(d.Seconds())
 	if full {
 		m.SyncFullDuration.Observe(d.Seconds())

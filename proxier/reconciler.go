@@ -29,7 +29,7 @@ type ReconcilerOptions struct {
 type Reconciler struct {
 	source  Source
 	backend Backend
-	metrics *Metrics
+	metrics *FamilyMetrics
 	health  *Health
 	opts    ReconcilerOptions
 
@@ -44,7 +44,7 @@ type Reconciler struct {
 }
 
 // NewReconciler builds a reconciler; the first Sync is always full.
-func NewReconciler(src Source, b Backend, m *Metrics, h *Health, opts ReconcilerOptions) *Reconciler {
+func NewReconciler(src Source, b Backend, m *FamilyMetrics, h *Health, opts ReconcilerOptions) *Reconciler {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}

@@ -70,7 +70,8 @@ func TestReconcilerFullSyncRules(t *testing.T) {
 		{},
 	}}
 	be := &fakeBackend{errs: []error{nil, nil, errors.New("restore failed")}}
-	m := NewMetrics()
+	all := NewMetrics()
+	m := all.For("IPv4")
 	h := NewHealth(time.Minute, "IPv4", clk)
 	r := NewReconciler(src, be, m, h, ReconcilerOptions{FullSyncInterval: time.Hour, Clock: clk})
 	r.SetNode(endpoints.NodeInfo{Name: "n1"})
@@ -124,18 +125,18 @@ func TestReconcilerNetworkProgrammingLatency(t *testing.T) {
 		Changed:      changed("a"),
 		TriggerTimes: map[types.NamespacedName][]time.Time{svc: {clk.Now().Add(-3 * time.Second)}},
 	}}}
-	m := NewMetrics()
-	r := NewReconciler(src, &fakeBackend{}, m, NewHealth(time.Minute, "IPv4", clk), ReconcilerOptions{Clock: clk})
+	all := NewMetrics()
+	r := NewReconciler(src, &fakeBackend{}, all.For("IPv4"), NewHealth(time.Minute, "IPv4", clk), ReconcilerOptions{Clock: clk})
 	if err := r.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	body := scrape(t, m)
-	if !strings.Contains(body, "kubeproxy_network_programming_duration_seconds_count 1") ||
-		!strings.Contains(body, `kubeproxy_network_programming_duration_seconds_bucket{le="3"} 1`) ||
-		!strings.Contains(body, `kubeproxy_network_programming_duration_seconds_bucket{le="2"} 0`) {
+	body := scrape(t, all)
+	if !strings.Contains(body, `kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"} 1`) ||
+		!strings.Contains(body, `kubeproxy_network_programming_duration_seconds_bucket{ip_family="IPv4",le="3"} 1`) ||
+		!strings.Contains(body, `kubeproxy_network_programming_duration_seconds_bucket{ip_family="IPv4",le="2"} 0`) {
 		t.Errorf("network programming histogram not as expected:\n%s", grep(body, "network_programming"))
 	}
-	if !strings.Contains(body, "kubeproxy_sync_proxy_rules_last_timestamp_seconds 10000") {
+	if !strings.Contains(body, `kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"} 10000`) {
 		t.Errorf("last timestamp missing:\n%s", grep(body, "last_timestamp"))
 	}
 }

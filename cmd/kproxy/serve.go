@@ -59,8 +59,10 @@ func serve(ctx context.Context, cfg Config) error {
 		StartTime: time.Now(),
 	})
 	metrics := proxier.NewMetrics()
+	familyMetrics := metrics.For(string(family))
 	health := proxier.NewHealth(2*cfg.SyncPeriod, string(family), nil)
-	rec := proxier.NewReconciler(tracker, backend, metrics, health, proxier.ReconcilerOptions{})
+	health.CountRequests(metrics.HealthzTotal, metrics.LivezTotal)
+	rec := proxier.NewReconciler(tracker, backend, familyMetrics, health, proxier.ReconcilerOptions{})
 	rec.SetNode(endpoints.NodeInfo{Name: nodeName})
 	runner := proxier.NewRunner("sync-proxy-rules", rec.Sync, proxier.RunnerOptions{
 		MinInterval: cfg.MinSyncPeriod,
@@ -72,7 +74,11 @@ func serve(ctx context.Context, cfg Config) error {
 
 	feed := &proxier.Feed{
 		Client: client, NodeName: nodeName, Resync: cfg.ConfigSyncPeriod,
-		Tracker: tracker, Reconciler: rec, Health: health, Request: runner.Request,
+		Tracker: tracker, Reconciler: rec, Health: health,
+		Request: func() {
+			familyMetrics.LastQueuedTimestamp.SetToCurrentTime()
+			runner.Request()
+		},
 	}
 	if err := feed.Start(ctx); err != nil {
 		if ctx.Err() != nil {

@@ -41,7 +41,7 @@ func New(opts Options) (*Netlink, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open network namespace %s: %w", opts.NetNSPath, err)
 		}
-		defer ns.Close()
+		defer func() { _ = ns.Close() }()
 	}
 	var h *netlink.Handle
 	var err error

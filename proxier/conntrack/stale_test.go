@@ -63,12 +63,12 @@ func TestComputeTargets(t *testing.T) {
 			nodeIPs: addrs("192.0.2.10", "2001:db8:3::10"),
 			want: Targets{
 				Frontends: map[Frontend]Backends{
-					fe(v1.ProtocolUDP, "100.100.0.10:53"):  dnsBackends,
-					fe(v1.ProtocolUDP, "203.0.113.7:53"):   dnsBackends,
-					fe(v1.ProtocolUDP, "198.51.100.9:53"):  dnsBackends,
+					fe(v1.ProtocolUDP, "100.100.0.10:53"):    dnsBackends,
+					fe(v1.ProtocolUDP, "203.0.113.7:53"):     dnsBackends,
+					fe(v1.ProtocolUDP, "198.51.100.9:53"):    dnsBackends,
 					fe(v1.ProtocolSCTP, "100.100.0.20:9000"): backends("100.64.2.2:9000"),
-					fe(v1.ProtocolUDP, "100.100.0.30:80"):  {},
-					fe(v1.ProtocolUDP, "203.0.113.40:53"):  backends("100.64.1.40:53"),
+					fe(v1.ProtocolUDP, "100.100.0.30:80"):    {},
+					fe(v1.ProtocolUDP, "203.0.113.40:53"):    backends("100.64.1.40:53"),
 				},
 				NodePorts: map[NodePort]Backends{
 					{Protocol: v1.ProtocolUDP, Port: 30053}: dnsBackends,

@@ -53,7 +53,7 @@ func get(t *testing.T, port uint16) (response, error) {
 	if err != nil {
 		return response{}, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +279,7 @@ func TestSecondAddressFailsClosesFirst(t *testing.T) {
 	if err != nil {
 		t.Skipf("127.0.0.2 not usable: %v", err)
 	}
-	defer busy.Close()
+	defer func() { _ = busy.Close() }()
 	port := uint16(busy.Addr().(*net.TCPAddr).Port)
 	s := newTestServer(t, Options{Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}})
 	err = s.SyncServices(map[types.NamespacedName]uint16{svcA: port})
