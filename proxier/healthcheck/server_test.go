@@ -333,3 +333,26 @@ func TestListenAddrs(t *testing.T) {
 		})
 	}
 }
+
+func TestConcurrentSyncsAndRequests(t *testing.T) {
+	s := newTestServer(t, Options{})
+	port := freePort(t)
+	if err := s.SyncServices(map[types.NamespacedName]uint16{svcA: port}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			s.SyncEndpoints(map[types.NamespacedName]int{svcA: i % 3})
+			_ = s.SyncServices(map[types.NamespacedName]uint16{svcA: port})
+		}
+	}()
+	for range 20 {
+		got := mustGet(t, port)
+		if want := got.Body.LocalEndpoints > 0; (got.Code == 200) != want {
+			t.Errorf("got %d with %d endpoints", got.Code, got.Body.LocalEndpoints)
+		}
+	}
+	<-done
+}
