@@ -8,13 +8,13 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// InvalidReporter returns the function the tracker calls for bad input from the API: one
-// log line and one Warning event on the object, never an error that stops a sync.
-// recorder may be nil (no events, e.g. in tests).
-func InvalidReporter(ctx context.Context, recorder events.EventRecorder) func(kind, namespace, name, reason, message string) {
+// Reporter returns the function the tracker calls for bad input from the API (and the
+// reconciler for per-service problems): one log line and one Warning event on the object,
+// never an error that stops a sync. recorder may be nil (no events, e.g. in tests).
+func Reporter(ctx context.Context, recorder events.EventRecorder) func(kind, namespace, name, reason, message string) {
 	logger := klog.FromContext(ctx)
 	return func(kind, namespace, name, reason, message string) {
-		logger.Info("Skipping invalid input from the API", "kind", kind,
+		logger.Info("Skipping what cannot be programmed", "kind", kind,
 			"object", klog.KRef(namespace, name), "reason", reason, "message", message)
 		if recorder == nil {
 			return

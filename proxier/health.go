@@ -55,6 +55,12 @@ func (h *Health) SetNodeEligible(eligible bool) {
 	h.nodeEligible = eligible
 }
 
+// Healthy is /healthz's verdict (synced recently and the node eligible).
+func (h *Health) Healthy() bool {
+	ok, _ := h.status(true)
+	return ok
+}
+
 // healthStatus is the JSON body of /healthz and /livez, kube-proxy's fields.
 type healthStatus struct {
 	LastUpdated  string                  `json:"lastUpdated"`

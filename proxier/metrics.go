@@ -22,6 +22,7 @@ type Metrics struct {
 	lastQueuedTimestamp *prometheus.GaugeVec
 	networkProgramming  *prometheus.HistogramVec
 	syncFailures        *prometheus.CounterVec
+	conntrackDeleted    *prometheus.CounterVec
 
 	EndpointChanges prometheus.Counter
 	ServiceChanges  prometheus.Counter
@@ -38,6 +39,7 @@ type FamilyMetrics struct {
 	LastQueuedTimestamp prometheus.Gauge
 	NetworkProgramming  prometheus.Observer
 	SyncFailures        prometheus.Counter
+	ConntrackDeleted    prometheus.Counter
 	EndpointChanges     prometheus.Counter
 	ServiceChanges      prometheus.Counter
 }
@@ -82,6 +84,10 @@ func NewMetrics() *Metrics {
 			Namespace: "kubeproxy", Name: "sync_proxy_rules_failures_total",
 			Help: "Cumulative proxy rules sync failures (kproxy's own; kube-proxy counts restore failures per backend)",
 		}, family),
+		conntrackDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "kubeproxy", Name: "conntrack_reconciler_deleted_entries_total",
+			Help: "Cumulative conntrack flows deleted by conntrack reconciler",
+		}, family),
 		EndpointChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "kubeproxy", Name: "sync_proxy_rules_endpoint_changes_total",
 			Help: "Cumulative proxy rules Endpoint changes",
@@ -100,7 +106,7 @@ func NewMetrics() *Metrics {
 		}, []string{"code"}),
 	}
 	m.Registry.MustRegister(m.syncDuration, m.syncFullDuration, m.syncPartialDuration,
-		m.lastSyncTimestamp, m.lastQueuedTimestamp, m.networkProgramming, m.syncFailures,
+		m.lastSyncTimestamp, m.lastQueuedTimestamp, m.networkProgramming, m.syncFailures, m.conntrackDeleted,
 		m.EndpointChanges, m.ServiceChanges, m.HealthzTotal, m.LivezTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -116,6 +122,7 @@ func (m *Metrics) For(family string) *FamilyMetrics {
 		LastQueuedTimestamp: m.lastQueuedTimestamp.WithLabelValues(family),
 		NetworkProgramming:  m.networkProgramming.WithLabelValues(family),
 		SyncFailures:        m.syncFailures.WithLabelValues(family),
+		ConntrackDeleted:    m.conntrackDeleted.WithLabelValues(family),
 		EndpointChanges:     m.EndpointChanges,
 		ServiceChanges:      m.ServiceChanges,
 	}

@@ -22,6 +22,9 @@ type ReconcilerOptions struct {
 	// FullSyncInterval is the longest time between two full syncs (upstream: one hour).
 	FullSyncInterval time.Duration
 	Clock            clock.PassiveClock
+	// After a successful Apply, the mode-independent steps (see aftersync.go); each is
+	// optional.
+	After AfterSync
 }
 
 // Reconciler turns the tracker's state into kernel state through a Backend. Sync is the
@@ -108,6 +111,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		}
 	}
 	r.health.Updated()
+	r.afterSync(ctx, snap, node)
 	logger.V(2).Info("Synced proxy rules", "mode", r.backend.Mode(), "full", full,
 		"services", len(snap.Services), "changedServices", len(snap.Changed), "elapsed", end.Sub(start))
 	return nil

@@ -23,6 +23,8 @@ import (
 	"github.com/kproxy/kproxy/iptables"
 	iptproxy "github.com/kproxy/kproxy/iptables/proxy"
 	"github.com/kproxy/kproxy/proxier"
+	"github.com/kproxy/kproxy/proxier/conntrack"
+	"github.com/kproxy/kproxy/proxier/healthcheck"
 )
 
 // serve wires informers → tracker → reconciler → backend and runs until ctx ends.
@@ -53,16 +55,29 @@ func serve(ctx context.Context, cfg Config) error {
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, "kproxy")
 
+	report := proxier.Reporter(ctx, recorder)
 	tracker := endpoints.NewTracker(endpoints.TrackerOptions{
 		IPFamily:  family,
-		OnInvalid: proxier.InvalidReporter(ctx, recorder),
+		OnInvalid: report,
 		StartTime: time.Now(),
 	})
 	metrics := proxier.NewMetrics()
 	familyMetrics := metrics.For(string(family))
 	health := proxier.NewHealth(2*cfg.SyncPeriod, string(family), nil)
 	health.CountRequests(metrics.HealthzTotal, metrics.LivezTotal)
-	rec := proxier.NewReconciler(tracker, backend, familyMetrics, health, proxier.ReconcilerOptions{})
+	hc := healthcheck.NewServer(healthcheck.Options{ProxyHealthy: health.Healthy, Logger: logger})
+	defer hc.Close()
+	after := proxier.AfterSync{
+		HealthCheck: hc, Family: family, Report: report,
+		ConntrackDeleted: familyMetrics.ConntrackDeleted,
+	}
+	if ct, err := conntrack.New(conntrack.Options{}); err != nil {
+		logger.Error(err, "Conntrack cleanup disabled: cannot open a netlink socket")
+	} else {
+		defer ct.Close()
+		after.Conntrack = ct
+	}
+	rec := proxier.NewReconciler(tracker, backend, familyMetrics, health, proxier.ReconcilerOptions{After: after})
 	rec.SetNode(endpoints.NodeInfo{Name: nodeName})
 	runner := proxier.NewRunner("sync-proxy-rules", rec.Sync, proxier.RunnerOptions{
 		MinInterval: cfg.MinSyncPeriod,
