@@ -26,7 +26,8 @@
 //     restrictions (MASQUERADE outside POSTROUTING), service names for ports, host names for
 //     addresses.
 //   - Trace walks a packet through the Fake's nat and filter chains and returns every possible
-//     outcome (DNAT destination, masquerade, verdict). A match or target it does not understand
+//     outcome (DNAT destination, masquerade, verdict). A packet the node sends to one of its
+//     own addresses comes back through filter INPUT; it has no input interface (-i). A match or target it does not understand
 //     is an error, so a test cannot pass on rules the tracer does not really evaluate.
 //
 // Scaling: a restore's cost grows with the number of chains it declares, far faster than

@@ -18,7 +18,8 @@ const (
 	// destination (after DNAT) is a local address, otherwise filter FORWARD and nat
 	// POSTROUTING.
 	HookPrerouting Hook = "PREROUTING"
-	// HookOutput is a packet the node itself sends: nat OUTPUT, filter OUTPUT, nat POSTROUTING.
+	// HookOutput is a packet the node itself sends: nat OUTPUT, filter OUTPUT, nat
+	// POSTROUTING, and filter INPUT when its destination (after DNAT) is a local address.
 	HookOutput Hook = "OUTPUT"
 )
 
@@ -28,7 +29,7 @@ type Packet struct {
 	Protocol Protocol
 	DstPort  int
 	// InIface is the interface the packet arrives on; only needed when a rule on its path
-	// matches -i.
+	// matches -i. Packets the node sends (HookOutput) have none.
 	InIface string
 }
 
@@ -64,7 +65,7 @@ func Trace(f *Fake, pkt Packet, hook Hook, local []netip.Addr) ([]Outcome, error
 			return nil, fmt.Errorf("tracer does not model the %s table", table)
 		}
 	}
-	t := &tracer{tables: f.tables, local: map[netip.Addr]bool{}}
+	t := &tracer{tables: f.tables, local: map[netip.Addr]bool{}, output: hook == HookOutput}
 	for _, a := range local {
 		t.local[a] = true
 	}
@@ -73,7 +74,7 @@ func Trace(f *Fake, pkt Packet, hook Hook, local []netip.Addr) ([]Outcome, error
 	case HookPrerouting:
 		steps = []traceStep{{table: TableNAT, chain: ChainPrerouting}, {route: true}}
 	case HookOutput:
-		steps = []traceStep{{table: TableNAT, chain: ChainOutput}, {table: TableFilter, chain: ChainOutput}, {table: TableNAT, chain: ChainPostrouting}}
+		steps = []traceStep{{table: TableNAT, chain: ChainOutput}, {table: TableFilter, chain: ChainOutput}, {table: TableNAT, chain: ChainPostrouting}, {loopback: true}}
 	default:
 		return nil, fmt.Errorf("unknown hook %q", hook)
 	}
@@ -106,6 +107,9 @@ const (
 type tracer struct {
 	tables map[Table]*fakeTable
 	local  map[netip.Addr]bool
+	// output: the packet is sent by the node, so it has no input interface (-i never
+	// matches, ! -i always does).
+	output bool
 	paths  int
 	steps  int
 }
@@ -115,6 +119,9 @@ type traceStep struct {
 	table Table
 	chain Chain
 	route bool
+	// loopback: a packet the node sent to one of its own addresses comes back in through
+	// filter INPUT (nat PREROUTING is not consulted again: the connection's NAT is decided).
+	loopback bool
 }
 
 // traceState is what the rules can change about a packet.
@@ -135,6 +142,12 @@ type end struct {
 func (t *tracer) run(steps []traceStep, st traceState) ([]Outcome, error) {
 	if len(steps) == 0 {
 		return []Outcome{{DNAT: st.dnat, Masquerade: st.masq, Verdict: VerdictAccept}}, nil
+	}
+	if steps[0].loopback {
+		if t.local[st.pkt.Dst] {
+			return t.run([]traceStep{{table: TableFilter, chain: ChainInput}}, st)
+		}
+		return t.run(nil, st)
 	}
 	if steps[0].route {
 		if t.local[st.pkt.Dst] {
@@ -288,10 +301,14 @@ func (t *tracer) match(r *ruleSpec, st traceState) (matchResult, error) {
 		res = res.and(boolMatch(r.dst.prefix.Contains(st.pkt.Dst) != r.dst.neg))
 	}
 	if r.in.set {
-		if st.pkt.InIface == "" {
+		switch {
+		case t.output:
+			res = res.and(boolMatch(r.in.neg))
+		case st.pkt.InIface == "":
 			return matchNo, errors.New("rule matches -i but the packet has no InIface")
+		default:
+			res = res.and(boolMatch(ifaceMatches(r.in.name, st.pkt.InIface) != r.in.neg))
 		}
-		res = res.and(boolMatch(ifaceMatches(r.in.name, st.pkt.InIface) != r.in.neg))
 	}
 	if r.out.set {
 		return matchNo, errors.New("tracer does not model -o")

@@ -198,6 +198,39 @@ COMMIT
 		hook:    HookPrerouting,
 		wantErr: "mangle",
 	},
+	{
+		name: "-i on a packet the node sends: never matches, ! -i always does",
+		rules: "*nat\n" + masqRules + `-A OUTPUT -i cni0 -j KUBE-MARK-MASQ
+-A OUTPUT ! -i eth0 -p tcp -j DNAT --to-destination 100.64.2.7:8080
+COMMIT
+`,
+		pkt:  tcp(node, vip, 80),
+		hook: HookOutput,
+		want: []Outcome{{DNAT: "100.64.2.7:8080", Verdict: VerdictAccept}},
+	},
+	{
+		name:  "-i on an arriving packet: matched against InIface, + is a prefix",
+		rules: "*filter\n-A FORWARD -i veth+ -j DROP\nCOMMIT\n",
+		pkt:   Packet{Src: pod, Dst: vip, Protocol: ProtocolTCP, DstPort: 80, InIface: "veth12"},
+		hook:  HookPrerouting,
+		want:  []Outcome{{Verdict: VerdictDrop}},
+	},
+	{
+		name:  "the node's packet to its own address comes back through filter INPUT",
+		rules: "*filter\n-A INPUT -p tcp --dport 30080 -j REJECT\nCOMMIT\n",
+		pkt:   tcp(node, node, 30080),
+		hook:  HookOutput,
+		local: []netip.Addr{node},
+		want:  []Outcome{{Verdict: VerdictReject}},
+	},
+	{
+		name:  "the node's packet to another address does not",
+		rules: "*filter\n-A INPUT -p tcp --dport 30080 -j REJECT\nCOMMIT\n",
+		pkt:   tcp(node, vip, 30080),
+		hook:  HookOutput,
+		local: []netip.Addr{node},
+		want:  []Outcome{{Verdict: VerdictAccept}},
+	},
 }
 
 func TestTrace(t *testing.T) {

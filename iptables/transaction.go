@@ -128,3 +128,20 @@ func (tx *Transaction) Bytes() []byte {
 	}
 	return b.Bytes()
 }
+
+// Merge appends other's content to tx: per table, other's chain declarations, rules and
+// deletions after tx's own, so the merged restore keeps the declarations-rules-deletions
+// order. other is not changed.
+func (tx *Transaction) Merge(other *Transaction) {
+	for _, ot := range other.tables {
+		tt := tx.get(ot.table)
+		for _, c := range ot.decls {
+			if !tt.declared[c] {
+				tt.declared[c] = true
+				tt.decls = append(tt.decls, c)
+			}
+		}
+		tt.rules = append(tt.rules, ot.rules...)
+		tt.deletes = append(tt.deletes, ot.deletes...)
+	}
+}

@@ -75,3 +75,20 @@ COMMIT
 		t.Error("ParseSave accepted a bogus line")
 	}
 }
+
+func TestTransactionMerge(t *testing.T) {
+	a, b := &Transaction{}, &Transaction{}
+	a.Declare(TableNAT, "KUBE-A")
+	a.Append(TableNAT, "KUBE-A", Rule{"-j", "RETURN"})
+	b.Declare(TableFilter, "KUBE-F")
+	b.Declare(TableNAT, "KUBE-A")
+	b.Declare(TableNAT, "KUBE-B")
+	b.Append(TableNAT, "KUBE-B", Rule{"-j", "KUBE-A"})
+	b.Delete(TableNAT, "KUBE-OLD")
+	a.Merge(b)
+	want := "*nat\n:KUBE-A - [0:0]\n:KUBE-B - [0:0]\n:KUBE-OLD - [0:0]\n-A KUBE-A -j RETURN\n-A KUBE-B -j KUBE-A\n-X KUBE-OLD\nCOMMIT\n" +
+		"*filter\n:KUBE-F - [0:0]\nCOMMIT\n"
+	if got := string(a.Bytes()); got != want {
+		t.Errorf("merged:\n%s\nwant:\n%s", got, want)
+	}
+}

@@ -1,50 +1,77 @@
 // Package proxy is kproxy's iptables proxy mode: kube-proxy's chain-per-service,
-// chain-per-endpoint nat layout, rendered by a pure function and written with one
-// iptables-restore --noflush per sync.
+// chain-per-endpoint layout, rendered by a pure function (Render) and written with
+// iptables-restore --noflush, only the chains that differ from the kernel.
 //
-// The layout (ClusterIP for now; NodePort, LoadBalancer, externalIPs and session affinity
-// add chains to the same shape):
+// The layout is upstream kube-proxy's (pkg/proxy/iptables), chain for chain and comment for
+// comment, so that iptables-save -t nat on a kproxy node reads like on a kube-proxy node:
 //
-//	nat PREROUTING, OUTPUT  -> KUBE-SERVICES            "kubernetes service portals"
-//	nat POSTROUTING         -> KUBE-POSTROUTING         "kubernetes postrouting rules"
-//	filter INPUT, FORWARD, OUTPUT (ctstate NEW) -> KUBE-SERVICES
+//	base jumps (ensured with iptables -I, upstream's order; listed top to bottom):
+//	  filter INPUT    KUBE-PROXY-FIREWALL (NEW), KUBE-NODEPORTS, KUBE-EXTERNAL-SERVICES (NEW)
+//	  filter FORWARD  KUBE-PROXY-FIREWALL (NEW), KUBE-FORWARD, KUBE-SERVICES (NEW),
+//	                  KUBE-EXTERNAL-SERVICES (NEW)
+//	  filter OUTPUT   KUBE-PROXY-FIREWALL (NEW), KUBE-SERVICES (NEW)
+//	  nat PREROUTING, OUTPUT -> KUBE-SERVICES; nat POSTROUTING -> KUBE-POSTROUTING
 //
-//	nat KUBE-SERVICES      one jump per service port with endpoints: -d clusterIP -p proto
-//	                       --dport port -j KUBE-SVC-<hash>; last, LOCAL destinations to
-//	                       KUBE-NODEPORTS (empty for now)
-//	nat KUBE-SVC-<hash>    mark for masquerade what does not come from the cluster CIDR (or
-//	                       everything with --masquerade-all), then one KUBE-SEP jump per
-//	                       endpoint, the i-th of n with probability 1/(n-i), the last always
-//	nat KUBE-SEP-<hash>    mark hairpin traffic (source = the endpoint) for masquerade, DNAT
-//	nat KUBE-MARK-MASQ     set the masquerade bit (0x4000)
-//	nat KUBE-POSTROUTING   masquerade what carries the bit, clearing it
-//	filter KUBE-SERVICES   REJECT for service ports without endpoints ("has no endpoints"),
-//	                       DROP for internalTrafficPolicy Local ones whose endpoints are all
-//	                       on other nodes ("has no local endpoints")
+//	nat KUBE-SERVICES     per service port with endpoints: its ClusterIP -> KUBE-SVC (or
+//	                      KUBE-SVL with internalTrafficPolicy Local), each externalIP ->
+//	                      KUBE-EXT, each load-balancer IP -> KUBE-EXT (KUBE-FW with
+//	                      loadBalancerSourceRanges); last, LOCAL destinations (or the
+//	                      --nodeport-addresses ones, one rule each) -> KUBE-NODEPORTS
+//	nat KUBE-NODEPORTS    --dport nodePort -> KUBE-EXT
+//	nat KUBE-EXT-<hash>   externalTrafficPolicy Cluster: mark for masquerade, -> KUBE-SVC.
+//	                      Local: pod traffic -> KUBE-SVC (short-circuit), node traffic
+//	                      (--src-type LOCAL) masqueraded -> KUBE-SVC, the rest -> KUBE-SVL
+//	                      (source kept; no rule when there is no local endpoint)
+//	nat KUBE-FW-<hash>    each source range -> KUBE-EXT; the rest falls through, un-DNATed
+//	nat KUBE-SVC-<hash>   masquerade non-pod traffic to the ClusterIP (or all of it with
+//	                      --masquerade-all), then with ClientIP affinity one -m recent
+//	                      --rcheck jump per endpoint, then one jump per endpoint, the i-th of n
+//	                      with probability 1/(n-i)
+//	nat KUBE-SVL-<hash>   the same over this node's endpoints
+//	nat KUBE-SEP-<hash>   hairpin masquerade, (-m recent --set), DNAT
+//	nat KUBE-MARK-MASQ, KUBE-POSTROUTING   the 0x4000 mark and the MASQUERADE
+//	filter KUBE-SERVICES            ClusterIP ports without endpoints: REJECT ("has no
+//	                                endpoints"), or DROP for internalTrafficPolicy Local with
+//	                                endpoints only elsewhere; then (kproxy, beyond upstream's
+//	                                iptables mode, like its nftables mode) REJECT whatever else
+//	                                goes to a ClusterIP (one rule per IP) or to the service
+//	                                CIDRs (one rule per CIDR, Config.ServiceCIDRs)
+//	filter KUBE-EXTERNAL-SERVICES   the same REJECT/DROP for node ports, externalIPs and
+//	                                load-balancer IPs
+//	filter KUBE-PROXY-FIREWALL      DROP what KUBE-FW let fall through
+//	filter KUBE-NODEPORTS           ACCEPT health-check node ports
+//	filter KUBE-FORWARD             DROP ctstate INVALID, ACCEPT marked and established
 //
-// The endpoints a service port uses are endpoints.CategorizeEndpoints' cluster set: ready ones,
-// else serving-terminating ones, narrowed by topology hints (the node's own ones for
-// internalTrafficPolicy Local; upstream names that chain KUBE-SVL-, kproxy still KUBE-SVC-).
-//
-// Chain names follow kube-proxy's hash (see names.go), so they match upstream's byte for byte.
+// Pod traffic is told from other traffic by Config.LocalDetector (--detect-local-mode:
+// -s CIDR, -i bridge, -i prefix+). Chain names follow kube-proxy's hash (names.go), so they
+// match upstream's byte for byte; the endpoints a chain uses are endpoints.CategorizeEndpoints'
+// (ready, else serving-terminating; topology hints; Local = this node's). Past 1,000
+// endpoints the per-endpoint rules lose their comments, as upstream's large-cluster mode.
 //
 // A sync (Proxier.Apply): render the whole desired state (pure, cheap), canonicalise it to
 // iptables-save's form, compare it chain by chain with what is in the kernel, and write only
-// the chains that differ, plus the deletion of stale per-service chains, in one restore. On a
-// full sync "what is in the kernel" is read with iptables-save, so a restart with nothing
-// changed writes nothing; otherwise it is what the last successful sync left. A failure
-// forgets it, which makes the next sync full. The base-chain jumps are ensured on full syncs;
-// partial syncs check the KUBE-PROXY-CANARY chains and turn full when someone flushed the
-// tables.
+// the chains that differ plus the deletion of stale per-service chains (writer.go). A change
+// of up to Config.BatchServices (100) services is one restore; a larger one is split into
+// restores of whole services (their chains before the shared chains that jump to them), then
+// the shared chains, then the deletions, because iptables-nft's restore time grows much faster
+// than linearly with the chains one restore declares (DESIGN.md: 500 s for 10k services in one
+// restore, under 3 s in batches).
 //
-// Cost: rendering and comparing scale with the number of rules; the restore scales with the
-// number of chains that changed (per service: one KUBE-SVC chain plus one KUBE-SEP chain per
-// endpoint), plus the shared chains when a service was added or removed.
+// What "the kernel" is: a full sync (start, hourly, after any failure) and an idle sync
+// (nothing changed: the periodic tick every --iptables-sync-period) read the nat and filter
+// tables with iptables-save, so a rule, chain or base jump deleted by hand comes back within
+// one sync period, and a restarted proxier with nothing changed writes nothing. A partial
+// sync (some services changed) trusts what the last sync left, after checking the
+// KUBE-PROXY-CANARY chains (a flush of the table makes it full). The idle check costs one
+// iptables-save of each table plus a render and compare (measured in
+// bench/results/*-iptables-writer.md).
 //
 // This package owns, in the nat table, KUBE-SERVICES, KUBE-NODEPORTS, KUBE-MARK-MASQ,
-// KUBE-POSTROUTING and the per-service chains (kube-proxy's KUBE-SVC-, KUBE-SEP-, KUBE-EXT-,
-// KUBE-FW-, KUBE-SVL- and KUBE-XLB- prefixes, so that the stale chains of an upstream
-// kube-proxy this one replaces are cleaned up too), and in the filter table KUBE-SERVICES. It
-// never rewrites or deletes another chain. It imports endpoints (the model) and iptables (the
-// kernel library), and must not import proxier or any other mode.
+// KUBE-POSTROUTING and the per-service chains (KUBE-SVC-, KUBE-SVL-, KUBE-EXT-, KUBE-FW-,
+// KUBE-SEP-, and upstream's old KUBE-XLB-, so that the stale chains of an upstream kube-proxy
+// this one replaces are cleaned up too), and in the filter table KUBE-SERVICES,
+// KUBE-EXTERNAL-SERVICES, KUBE-FORWARD, KUBE-NODEPORTS, KUBE-PROXY-FIREWALL (and KUBE-FIREWALL
+// when NodePorts are open on localhost). It never rewrites or deletes another chain. It imports
+// endpoints (the model) and iptables (the kernel library), and must not import proxier or any
+// other mode.
 package proxy

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/netip"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -69,8 +70,19 @@ func (w *world) add(sp *endpoints.ServicePort, eps ...endpoints.Endpoint) *world
 	return w
 }
 
+// snapshot is w with nothing reported as changed (what the periodic sync sees).
 func (w *world) snapshot() endpoints.Snapshot {
 	return endpoints.Snapshot{Services: w.services, Endpoints: w.endpoints}
+}
+
+// changedSnapshot is w with every service reported as changed.
+func (w *world) changedSnapshot() endpoints.Snapshot {
+	snap := w.snapshot()
+	snap.Changed = map[types.NamespacedName]struct{}{}
+	for name := range w.services {
+		snap.Changed[name.NamespacedName] = struct{}{}
+	}
+	return snap
 }
 
 var (
@@ -83,4 +95,61 @@ var (
 // oneService is ns1/svc1:p80 at 100.100.0.10:80 with one endpoint.
 func oneService() *world {
 	return newWorld().add(servicePort(svc1Port, "100.100.0.10", 80), readyEP("100.64.1.10", 8080))
+}
+
+// Addresses of external traffic, from the test IP plan.
+var (
+	lbIP      = netip.MustParseAddr("198.51.100.50")
+	extIP     = netip.MustParseAddr("203.0.113.10")
+	allowedIP = netip.MustParseAddr("198.51.100.7") // inside 198.51.100.0/28
+	deniedIP  = netip.MustParseAddr("198.51.100.200")
+)
+
+// spOpt changes a service port under construction.
+type spOpt func(*endpoints.ServicePort)
+
+func nodePort(np int32) spOpt { return func(sp *endpoints.ServicePort) { sp.NodePort = np } }
+
+func lbIPs(ips ...string) spOpt {
+	return func(sp *endpoints.ServicePort) {
+		for _, ip := range ips {
+			sp.LoadBalancerIPs = append(sp.LoadBalancerIPs, netip.MustParseAddr(ip))
+		}
+	}
+}
+
+func externalIPs(ips ...string) spOpt {
+	return func(sp *endpoints.ServicePort) {
+		for _, ip := range ips {
+			sp.ExternalIPs = append(sp.ExternalIPs, netip.MustParseAddr(ip))
+		}
+	}
+}
+
+func sourceRanges(cidrs ...string) spOpt {
+	return func(sp *endpoints.ServicePort) {
+		for _, c := range cidrs {
+			sp.LoadBalancerSourceRanges = append(sp.LoadBalancerSourceRanges, netip.MustParsePrefix(c))
+		}
+	}
+}
+
+// etpLocal sets externalTrafficPolicy Local (with a health check node port).
+func etpLocal(hc int32) spOpt {
+	return func(sp *endpoints.ServicePort) { sp.ExternalPolicyLocal, sp.HealthCheckNodePort = true, hc }
+}
+
+func itpLocal() spOpt { return func(sp *endpoints.ServicePort) { sp.InternalPolicyLocal = true } }
+
+func affinity(d time.Duration) spOpt {
+	return func(sp *endpoints.ServicePort) { sp.SessionAffinityTimeout = d }
+}
+
+// svc is ns1/svc1:p80 (or name) at clusterIP:80 with opts.
+func svc(name endpoints.ServicePortName, clusterIP string, opts ...spOpt) *endpoints.ServicePort {
+	sp := servicePort(name, clusterIP, 80)
+	for _, o := range opts {
+		o(sp)
+	}
+	return sp
 }

@@ -50,3 +50,23 @@ func serviceChainName(name endpoints.ServicePortName, protocol string) iptables.
 func endpointChainName(name endpoints.ServicePortName, protocol string, ep endpoints.Endpoint) iptables.Chain {
 	return iptables.Chain(endpointChainPrefix + hashSuffix(name.String(), protocol, ep.String()))
 }
+
+// kube-proxy's other per-service chains: KUBE-SVL- (local-policy endpoints), KUBE-EXT-
+// (external destinations), KUBE-FW- (loadBalancerSourceRanges). Same hash as KUBE-SVC-.
+const (
+	localChainPrefix    = "KUBE-SVL-"
+	externalChainPrefix = "KUBE-EXT-"
+	firewallChainPrefix = "KUBE-FW-"
+)
+
+func localChainName(name endpoints.ServicePortName, protocol string) iptables.Chain {
+	return iptables.Chain(localChainPrefix + hashSuffix(name.String(), protocol))
+}
+
+func externalChainName(name endpoints.ServicePortName, protocol string) iptables.Chain {
+	return iptables.Chain(externalChainPrefix + hashSuffix(name.String(), protocol))
+}
+
+func firewallChainName(name endpoints.ServicePortName, protocol string) iptables.Chain {
+	return iptables.Chain(firewallChainPrefix + hashSuffix(name.String(), protocol))
+}

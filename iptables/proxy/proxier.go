@@ -3,7 +3,8 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"slices"
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -17,14 +18,32 @@ import (
 // form.
 type chainState map[iptables.Table]map[iptables.Chain][]string
 
-// RuleCounts describes the rules of the last successful sync (all of them, written or not).
+// RuleCounts describes the rules of the last successful sync (all of them, written or not),
+// for the metrics layer.
 type RuleCounts struct {
+	// NATRules and FilterRules are kubeproxy_sync_proxy_rules_iptables_total{table="nat"|"filter"}.
 	NATRules, NATChains       int
 	FilterRules, FilterChains int
+	// NoLocalEndpointsInternal and NoLocalEndpointsExternal are
+	// kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"|"external"}.
+	NoLocalEndpointsInternal, NoLocalEndpointsExternal int
+	// LargeCluster: more than 1,000 endpoints, per-endpoint comments left out.
+	LargeCluster bool
+}
+
+// SyncStats are cumulative counters since the proxier was built.
+type SyncStats struct {
+	// Restores counts iptables-restore runs; RestoreFailures the failed ones
+	// (kubeproxy_sync_proxy_rules_iptables_restore_failures_total), PartialRestoreFailures
+	// those of partial syncs (kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total).
+	Restores, RestoreFailures, PartialRestoreFailures int
+	// Verifications counts idle syncs that compared the kernel's tables with the desired
+	// state; Repairs those that found something to rewrite.
+	Verifications, Repairs int
 }
 
 // Proxier is the iptables mode backend. Apply must not be called concurrently with itself;
-// LastRuleCount may be called from any goroutine.
+// LastRuleCount and Stats may be called from any goroutine.
 type Proxier struct {
 	ipt iptables.Interface
 	cfg Config
@@ -37,6 +56,7 @@ type Proxier struct {
 
 	mu     sync.Mutex
 	counts RuleCounts
+	stats  SyncStats
 }
 
 // NewProxier returns an iptables mode backend writing through ipt. It does nothing until the
@@ -55,158 +75,167 @@ func (p *Proxier) LastRuleCount() RuleCounts {
 	return p.counts
 }
 
+// Stats returns the cumulative counters.
+func (p *Proxier) Stats() SyncStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// syncKind is how much of the kernel a sync looks at.
+type syncKind string
+
+const (
+	// syncPartial trusts what the proxier remembers of the kernel.
+	syncPartial syncKind = "partial"
+	// syncVerify is a partial sync with nothing changed (the periodic tick): it reads the
+	// tables with iptables-save and rewrites whatever someone changed by hand.
+	syncVerify syncKind = "verify"
+	// syncFull reads the tables, as syncVerify, and is what the reconciler asks for at start,
+	// hourly and after a failure.
+	syncFull syncKind = "full"
+)
+
 // Apply brings the owned chains to the state snap describes, writing only what differs from
-// what it knows of the kernel (see the package documentation). full re-reads the kernel and
-// ensures the base-chain jumps; the proxier also goes full by itself when it knows nothing (the
-// first sync, after a failure) or when a canary chain disappeared.
+// the kernel (see the package documentation). A full sync, and a partial one with nothing
+// changed, read the kernel's tables first; a partial sync trusts what the proxier knows,
+// unless a canary chain disappeared.
 func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, full bool) error {
 	logger := klog.FromContext(ctx)
 	start := time.Now()
-	if p.known == nil {
-		full = true
+	kind := p.chooseKind(ctx, full, len(snap.Changed) == 0)
+	if kind != syncPartial {
+		if err := p.refreshKnown(ctx); err != nil {
+			return p.fail(err, kind)
+		}
 	}
-	if !full {
-		gone, err := p.canaryGone(ctx)
+	in := Input{Services: snap.Services, Endpoints: snap.Endpoints, Node: node, Config: p.cfg}
+	if len(p.cfg.NodePortAddresses) > 0 {
+		ips, err := p.nodePortIPs()
 		if err != nil {
-			return p.fail(err)
+			return p.fail(err, kind)
 		}
-		if gone {
-			logger.V(2).Info("Canary chain missing, iptables was flushed: doing a full sync")
-			full = true
-		}
+		in.NodePortIPs = ips
 	}
-	if full {
-		if err := p.ensureBase(ctx); err != nil {
-			return p.fail(err)
-		}
-		known, err := p.readKernel(ctx)
-		if err != nil {
-			return p.fail(err)
-		}
-		p.known = known
-	}
-
-	rules := Render(Input{Services: snap.Services, Endpoints: snap.Endpoints, Node: node, Config: p.cfg})
+	rules := Render(in)
 	desired := p.canonical(rules)
-	tx := plan(p.known, desired, rules)
-	chainsWritten, rulesWritten, chainsDeleted := tx.Counts()
-	if !tx.Empty() {
+	w := planWrite(p.known, desired, rules, p.cfg.batchServices())
+	for i, tx := range w.restores {
 		data := tx.Bytes()
-		logger.V(9).Info("Restoring iptables rules", "payload", string(data))
+		logger.V(9).Info("Restoring iptables rules", "restore", i+1, "of", len(w.restores), "payload", string(data))
+		p.count(func(s *SyncStats) { s.Restores++ })
 		if err := p.ipt.Restore(ctx, data); err != nil {
-			return p.fail(fmt.Errorf("restore iptables rules: %w", err))
+			return p.fail(fmt.Errorf("restore iptables rules (%d of %d): %w", i+1, len(w.restores), err), kind)
 		}
 	}
 	p.known = desired
-
 	counts := countRules(rules)
 	p.mu.Lock()
 	p.counts = counts
+	if kind == syncVerify {
+		p.stats.Verifications++
+		if len(w.restores) > 0 {
+			p.stats.Repairs++
+		}
+	}
 	p.mu.Unlock()
-	logger.V(2).Info("Synced iptables rules", "full", full, "servicePorts", rules.ServicePorts,
+	logger.V(2).Info("Synced iptables rules", "sync", kind, "servicePorts", rules.ServicePorts,
 		"endpoints", rules.Endpoints, "natRules", counts.NATRules, "natChains", counts.NATChains,
-		"filterRules", counts.FilterRules, "chainsWritten", chainsWritten, "rulesWritten", rulesWritten,
-		"chainsDeleted", chainsDeleted, "elapsed", time.Since(start))
+		"filterRules", counts.FilterRules, "restores", len(w.restores), "chainsWritten", w.chainsWritten,
+		"rulesWritten", w.rulesWritten, "chainsDeleted", w.chainsDeleted, "elapsed", time.Since(start))
 	return nil
 }
 
-// fail forgets the kernel state, so that the next sync is full, and returns err.
-func (p *Proxier) fail(err error) error {
+// chooseKind decides how much of the kernel the sync reads. It goes full when the proxier
+// knows nothing (the first sync, after a failure) or a canary chain disappeared.
+func (p *Proxier) chooseKind(ctx context.Context, full, idle bool) syncKind {
+	switch {
+	case full || p.known == nil:
+		return syncFull
+	case idle:
+		return syncVerify
+	}
+	gone, err := p.canaryGone(ctx)
+	if err != nil || gone {
+		klog.FromContext(ctx).V(2).Info("Canary chain missing or unreadable: doing a full sync", "err", err)
+		return syncFull
+	}
+	return syncPartial
+}
+
+// refreshKnown reads the owned chains with iptables-save and puts back missing base chains,
+// canaries and base-chain jumps.
+func (p *Proxier) refreshKnown(ctx context.Context) error {
+	known, builtin, err := p.readKernel(ctx)
+	if err != nil {
+		return err
+	}
+	if missing := p.missingBase(builtin); missing {
+		if err := p.ensureBase(ctx); err != nil {
+			return err
+		}
+	}
+	p.known = known
+	return nil
+}
+
+// fail forgets the kernel state, so that the next sync is full, counts the failure and
+// returns err.
+func (p *Proxier) fail(err error, kind syncKind) error {
 	p.known = nil
+	p.count(func(s *SyncStats) {
+		s.RestoreFailures++
+		if kind == syncPartial {
+			s.PartialRestoreFailures++
+		}
+	})
 	return err
 }
 
-// baseChains are created before the jumps to them; the canaries tell a flush of the table.
-var baseChains = []struct {
-	table iptables.Table
-	chain iptables.Chain
-}{
-	{iptables.TableNAT, iptables.ChainKubeServices},
-	{iptables.TableNAT, iptables.ChainKubePostrouting},
-	{iptables.TableFilter, iptables.ChainKubeServices},
-	{iptables.TableNAT, iptables.ChainKubeProxyCanary},
-	{iptables.TableFilter, iptables.ChainKubeProxyCanary},
+func (p *Proxier) count(f func(*SyncStats)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(&p.stats)
 }
 
-// baseJumps are the rules in built-in chains that lead to the owned chains.
-var baseJumps = []struct {
-	table iptables.Table
-	from  iptables.Chain
-	rule  iptables.Rule
-}{
-	{iptables.TableNAT, iptables.ChainPrerouting, portalsJump},
-	{iptables.TableNAT, iptables.ChainOutput, portalsJump},
-	{iptables.TableNAT, iptables.ChainPostrouting, iptables.Rule{"-m", "comment", "--comment", "kubernetes postrouting rules", "-j", string(iptables.ChainKubePostrouting)}},
-	{iptables.TableFilter, iptables.ChainInput, filterPortalsJump},
-	{iptables.TableFilter, iptables.ChainForward, filterPortalsJump},
-	{iptables.TableFilter, iptables.ChainOutput, filterPortalsJump},
-}
-
-var (
-	portalsJump       = iptables.Rule{"-m", "comment", "--comment", "kubernetes service portals", "-j", string(iptables.ChainKubeServices)}
-	filterPortalsJump = slices.Concat(iptables.Rule{"-m", "conntrack", "--ctstate", "NEW"}, portalsJump)
-)
-
-// ensureBase creates the base chains and the canaries and puts the jumps at the top of the
-// built-in chains.
-func (p *Proxier) ensureBase(ctx context.Context) error {
-	for _, c := range baseChains {
-		if _, err := p.ipt.EnsureChain(ctx, c.table, c.chain); err != nil {
-			return fmt.Errorf("ensure chain %s in table %s: %w", c.chain, c.table, err)
-		}
+// nodePortIPs lists the node's addresses inside Config.NodePortAddresses.
+func (p *Proxier) nodePortIPs() ([]netip.Addr, error) {
+	list := p.cfg.InterfaceAddrs
+	if list == nil {
+		list = processAddrs
 	}
-	for _, j := range baseJumps {
-		if _, err := p.ipt.EnsureRule(ctx, iptables.Prepend, j.table, j.from, j.rule...); err != nil {
-			return fmt.Errorf("ensure jump from %s to %s in table %s: %w", j.from, j.rule[len(j.rule)-1], j.table, err)
-		}
+	addrs, err := list()
+	if err != nil {
+		return nil, fmt.Errorf("list node addresses for --nodeport-addresses: %w", err)
 	}
-	return nil
-}
-
-// canaryGone reports whether a canary chain had disappeared (and recreates it).
-func (p *Proxier) canaryGone(ctx context.Context) (bool, error) {
-	gone := false
-	for _, table := range []iptables.Table{iptables.TableNAT, iptables.TableFilter} {
-		existed, err := p.ipt.EnsureChain(ctx, table, iptables.ChainKubeProxyCanary)
-		if err != nil {
-			return false, fmt.Errorf("check canary chain in table %s: %w", table, err)
-		}
-		gone = gone || !existed
-	}
-	return gone, nil
-}
-
-// ownedFixed are the shared chains this mode owns.
-var ownedFixed = map[iptables.Table][]iptables.Chain{
-	iptables.TableNAT: {iptables.ChainKubeServices, iptables.ChainKubeNodePorts,
-		iptables.ChainKubeMarkMasq, iptables.ChainKubePostrouting},
-	iptables.TableFilter: {iptables.ChainKubeServices},
-}
-
-func owned(table iptables.Table, c iptables.Chain) bool {
-	return slices.Contains(ownedFixed[table], c) || (table == iptables.TableNAT && isServiceChain(c))
-}
-
-// readKernel reads the owned chains of the nat and filter tables with iptables-save.
-func (p *Proxier) readKernel(ctx context.Context) (chainState, error) {
-	state := chainState{}
-	for _, table := range []iptables.Table{iptables.TableNAT, iptables.TableFilter} {
-		data, err := p.ipt.Save(ctx, table)
-		if err != nil {
-			return nil, fmt.Errorf("save table %s: %w", table, err)
-		}
-		chains, err := iptables.ParseSave(data, table)
-		if err != nil {
-			return nil, err
-		}
-		state[table] = map[iptables.Chain][]string{}
-		for c, rules := range chains {
-			if owned(table, c) {
-				state[table][c] = rules
+	var out []netip.Addr
+	for _, a := range addrs {
+		a = a.Unmap()
+		for _, prefix := range p.cfg.NodePortAddresses {
+			if prefix.Contains(a) {
+				out = append(out, a)
+				break
 			}
 		}
 	}
-	return state, nil
+	return out, nil
+}
+
+// processAddrs lists the addresses of the network namespace the process runs in.
+func processAddrs() ([]netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
 }
 
 // canonical returns the rules as iptables-save would print them. A rule that cannot be
@@ -242,34 +271,12 @@ func (r Rules) byTable() map[iptables.Table][]ChainRules {
 	return map[iptables.Table][]ChainRules{iptables.TableFilter: r.Filter, iptables.TableNAT: r.NAT}
 }
 
-// plan writes the chains whose desired rules differ from the known ones and deletes the owned
-// per-service chains that are no longer desired.
-func plan(known, desired chainState, rules Rules) *iptables.Transaction {
-	tx := &iptables.Transaction{}
-	for _, table := range []iptables.Table{iptables.TableFilter, iptables.TableNAT} {
-		for _, c := range rules.byTable()[table] {
-			have, ok := known[table][c.Chain]
-			if ok && slices.Equal(have, desired[table][c.Chain]) {
-				continue
-			}
-			writeChain(tx, table, c)
-		}
-		var stale []iptables.Chain
-		for c := range known[table] {
-			if _, ok := desired[table][c]; !ok && isServiceChain(c) {
-				stale = append(stale, c)
-			}
-		}
-		slices.Sort(stale)
-		for _, c := range stale {
-			tx.Delete(table, c)
-		}
-	}
-	return tx
-}
-
 func countRules(r Rules) RuleCounts {
-	var c RuleCounts
+	c := RuleCounts{
+		NoLocalEndpointsInternal: r.NoLocalEndpointsInternal,
+		NoLocalEndpointsExternal: r.NoLocalEndpointsExternal,
+		LargeCluster:             r.LargeCluster,
+	}
 	for _, ch := range r.NAT {
 		c.NATRules += len(ch.Rules)
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net/netip"
 	"os/exec"
 	"slices"
 	"strings"
@@ -20,6 +21,13 @@ import (
 // and returns a Runner bound to it.
 func newNetNS(t *testing.T) *iptables.Runner {
 	t.Helper()
+	return iptables.New(iptables.Options{NetNSPath: newNetNSPath(t)})
+}
+
+// newNetNSPath creates a fresh network namespace, deleted at the end of the test, and returns
+// its path.
+func newNetNSPath(t testing.TB) string {
+	t.Helper()
 	b := make([]byte, 4)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
@@ -33,7 +41,7 @@ func newNetNS(t *testing.T) *iptables.Runner {
 			t.Errorf("ip netns del %s: %v: %s", name, err, out)
 		}
 	})
-	return iptables.New(iptables.Options{NetNSPath: "/run/netns/" + name})
+	return "/run/netns/" + name
 }
 
 // counting counts the restores that reach the kernel.
@@ -112,5 +120,37 @@ func TestProxierKernel(t *testing.T) {
 	if got := tables(t, kernel); !slices.Contains(strings.Split(got, "\n"),
 		`-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES`) {
 		t.Errorf("no base jump in the kernel's nat table:\n%s", got)
+	}
+}
+
+// TestRenderCasesKernel writes every golden case into a fresh namespace and into a Fake: the
+// kernel must accept it, iptables-save must show what the Fake shows (so the canonical forms
+// kproxy compares with are the kernel's), and a second, idle sync must write nothing.
+func TestRenderCasesKernel(t *testing.T) {
+	for _, tc := range renderCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			cfg := tc.cfg
+			if len(cfg.NodePortAddresses) > 0 {
+				cfg.InterfaceAddrs = func() ([]netip.Addr, error) { return tc.nodePortIPs, nil }
+			}
+			kernel := &counting{Interface: iptables.New(iptables.Options{IPv6: cfg.Family == iptables.IPv6, NetNSPath: newNetNSPath(t)})}
+			fake := iptables.NewFake(cfg.Family)
+			for _, ipt := range []iptables.Interface{kernel, fake} {
+				if err := NewProxier(ipt, cfg).Apply(ctx, tc.world.changedSnapshot(), testNode, true); err != nil {
+					t.Fatalf("Apply: %v", err)
+				}
+			}
+			if diff := cmp.Diff(tables(t, kernel), tables(t, fake)); diff != "" {
+				t.Errorf("kernel and fake differ (-kernel +fake):\n%s", diff)
+			}
+			before := kernel.restores
+			if err := NewProxier(kernel, cfg).Apply(ctx, tc.world.snapshot(), testNode, true); err != nil {
+				t.Fatal(err)
+			}
+			if kernel.restores != before {
+				t.Errorf("a second proxier's first sync wrote %d restores: some canonical form differs from the kernel's", kernel.restores-before)
+			}
+		})
 	}
 }

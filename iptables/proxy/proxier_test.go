@@ -32,9 +32,15 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	return &harness{t: t, fake: f, proxy: NewProxier(f, cfg)}
 }
 
+// apply syncs w; a partial sync reports every service of w as changed (an idle sync, with
+// nothing changed, is applyIdle).
 func (h *harness) apply(w *world, full bool) {
 	h.t.Helper()
-	if err := h.proxy.Apply(context.Background(), w.snapshot(), testNode, full); err != nil {
+	snap := w.snapshot()
+	if !full {
+		snap = w.changedSnapshot()
+	}
+	if err := h.proxy.Apply(context.Background(), snap, testNode, full); err != nil {
 		h.t.Fatalf("Apply: %v", err)
 	}
 }
@@ -61,6 +67,8 @@ func threeEndpoints() *world {
 	return newWorld().add(servicePort(svc1Port, "100.100.0.10", 80),
 		readyEP("100.64.1.10", 8080), readyEP("100.64.1.11", 8080), readyEP("100.64.2.10", 8080))
 }
+
+var rejected = []iptables.Outcome{{Verdict: iptables.VerdictReject}}
 
 var threeDests = []string{"100.64.1.10:8080", "100.64.1.11:8080", "100.64.2.10:8080"}
 
@@ -93,8 +101,9 @@ func TestClusterIPTraffic(t *testing.T) {
 		{"masquerade-all without a cluster CIDR", Config{MasqueradeAll: true}, threeEndpoints(), podIP, iptables.ProtocolTCP, 80, iptables.HookPrerouting, accepted(true, threeDests...)},
 		{"no cluster CIDR: the node is not masqueraded", Config{}, threeEndpoints(), nodeIP, iptables.ProtocolTCP, 80, iptables.HookOutput, accepted(false, threeDests...)},
 		{"no cluster CIDR: hairpin still is", Config{}, oneService(), netip.MustParseAddr("100.64.1.10"), iptables.ProtocolTCP, 80, iptables.HookPrerouting, accepted(true, "100.64.1.10:8080")},
-		{"a port the service does not have is not translated", withCIDR, threeEndpoints(), podIP, iptables.ProtocolTCP, 81, iptables.HookPrerouting, accepted(false, "")},
-		{"another protocol on the service port is not translated", withCIDR, threeEndpoints(), podIP, iptables.ProtocolUDP, 80, iptables.HookPrerouting, accepted(false, "")},
+		{"a port the service does not have is rejected", withCIDR, threeEndpoints(), podIP, iptables.ProtocolTCP, 81, iptables.HookPrerouting, rejected},
+		{"another protocol on the service port is rejected", withCIDR, threeEndpoints(), podIP, iptables.ProtocolUDP, 80, iptables.HookPrerouting, rejected},
+		{"a port the service does not have is rejected from the node", withCIDR, threeEndpoints(), nodeIP, iptables.ProtocolTCP, 81, iptables.HookOutput, rejected},
 		{
 			name: "no endpoints: rejected from a pod",
 			cfg:  withCIDR, world: newWorld().add(servicePort(svc1Port, "100.100.0.10", 80), notReadyEP("100.64.1.10", 8080)),
@@ -166,7 +175,11 @@ func TestMultiportTwoProtocols(t *testing.T) {
 		{iptables.ProtocolUDP, 9153, ""},
 	} {
 		got := h.trace(podIP, dnsIP, c.proto, c.port, iptables.HookPrerouting)
-		if diff := cmp.Diff(accepted(false, c.want), got); diff != "" {
+		want := accepted(false, c.want)
+		if c.want == "" {
+			want = rejected
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("%s %d (-want +got):\n%s", c.proto, c.port, diff)
 		}
 	}
@@ -302,9 +315,9 @@ func TestOwnsOnlyItsChains(t *testing.T) {
 -A KUBE-SEP-OLDOLDOLDOLDOLDO -p tcp -j DNAT --to-destination 100.64.9.9:80
 COMMIT
 *filter
-:KUBE-FORWARD - [0:0]
--A FORWARD -j KUBE-FORWARD
--A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A DOCKER-USER -m mark --mark 0x4000/0x4000 -j ACCEPT
 COMMIT
 `
 	if err := h.fake.Restore(context.Background(), []byte(foreign)); err != nil {
@@ -316,7 +329,7 @@ COMMIT
 		"-A DOCKER -d 192.0.2.11/32 -p tcp -m tcp --dport 8443 -j DNAT --to-destination 172.17.0.2:443\n",
 		"-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n",
 		"-A KUBE-FOO -j RETURN\n",
-		"-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT\n",
+		"-A DOCKER-USER -m mark --mark 0x4000/0x4000 -j ACCEPT\n",
 	} {
 		if !strings.Contains(dump, want) {
 			t.Errorf("foreign rule %q is gone", want)
@@ -429,8 +442,10 @@ func TestModeAndCounts(t *testing.T) {
 	}
 	h.apply(threeEndpoints().add(servicePort(portName("ns1", "empty", "", v1.ProtocolTCP), "100.100.0.30", 80)), true)
 	// nat: KUBE-SERVICES 2, KUBE-NODEPORTS 0, KUBE-MARK-MASQ 1, KUBE-POSTROUTING 3,
-	// KUBE-SVC 1+3, 3 KUBE-SEP × 2.
-	want := RuleCounts{NATRules: 16, NATChains: 8, FilterRules: 1, FilterChains: 1}
+	// KUBE-SVC 1+3, 3 KUBE-SEP × 2; filter: KUBE-SERVICES 1 no-endpoints + 2 other-ports
+	// rejects, KUBE-FORWARD 3, and the empty KUBE-EXTERNAL-SERVICES, KUBE-NODEPORTS,
+	// KUBE-PROXY-FIREWALL.
+	want := RuleCounts{NATRules: 16, NATChains: 8, FilterRules: 6, FilterChains: 5}
 	if diff := cmp.Diff(want, h.proxy.LastRuleCount()); diff != "" {
 		t.Errorf("LastRuleCount (-want +got):\n%s", diff)
 	}

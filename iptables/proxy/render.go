@@ -2,14 +2,19 @@ package proxy
 
 import (
 	"cmp"
-	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
+
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kproxy/kproxy/endpoints"
 	"github.com/kproxy/kproxy/iptables"
 )
+
+// largeClusterEndpoints is upstream's largeClusterEndpointsThreshold: past this many endpoints
+// (all service ports together) the per-endpoint rules carry no comment, which makes the
+// tables up to 40% smaller.
+const largeClusterEndpoints = 1000
 
 // Input is everything Render needs: values only.
 type Input struct {
@@ -17,21 +22,35 @@ type Input struct {
 	Endpoints endpoints.EndpointsMap
 	Node      endpoints.NodeInfo
 	Config    Config
+	// NodePortIPs are the node's addresses inside Config.NodePortAddresses (the proxier
+	// resolves them); unused when NodePortAddresses is empty.
+	NodePortIPs []netip.Addr
 }
 
 // Rules is the desired content of every chain the iptables mode owns.
 type Rules struct {
+	// NAT holds the shared chains first, then each service's chains, services in name order.
 	NAT    []ChainRules
 	Filter []ChainRules
 	// ServicePorts and Endpoints count what was rendered (service ports with a ClusterIP of
 	// the proxier's family, and the endpoints they use).
 	ServicePorts, Endpoints int
+	// NoLocalEndpointsInternal and NoLocalEndpointsExternal count the service ports with an
+	// internal (external) traffic policy of Local whose endpoints are all on other nodes:
+	// kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"|"external"}.
+	NoLocalEndpointsInternal, NoLocalEndpointsExternal int
+	// LargeCluster is upstream's large-cluster mode: more than 1,000 endpoints, no
+	// per-endpoint comments.
+	LargeCluster bool
 }
 
 // ChainRules is one chain and its rules in order.
 type ChainRules struct {
 	Chain iptables.Chain
 	Rules []iptables.Rule
+	// Service is the service a per-service chain (KUBE-SVC-, KUBE-SVL-, KUBE-EXT-, KUBE-FW-,
+	// KUBE-SEP-) belongs to; zero for the shared chains.
+	Service types.NamespacedName
 }
 
 const (
@@ -39,42 +58,69 @@ const (
 	commentSNAT      = "kubernetes service traffic requiring SNAT"
 )
 
+// renderer accumulates the rules of one Render call.
+type renderer struct {
+	cfg   Config
+	det   LocalDetector
+	mark  string
+	large bool
+
+	natServices, natNodePorts                       ChainRules
+	filterServices, filterExternal, filterNodePorts ChainRules
+	filterFirewall                                  ChainRules
+	perService                                      []ChainRules
+	clusterIPs                                      map[netip.Addr]types.NamespacedName
+	clusterIPOrder                                  []netip.Addr
+	out                                             Rules
+}
+
 // Render computes the rules for a snapshot. It is pure: same input, same output, service
 // ports in name order.
 func Render(in Input) Rules {
-	cfg := in.Config
-	out := Rules{}
-	natServices := ChainRules{Chain: iptables.ChainKubeServices}
-	filterServices := ChainRules{Chain: iptables.ChainKubeServices}
-	var perService []ChainRules
+	r := &renderer{
+		cfg: in.Config, det: in.Config.localDetector(), mark: in.Config.masqueradeMark(),
+		large:           countEndpoints(in) > largeClusterEndpoints,
+		natServices:     ChainRules{Chain: iptables.ChainKubeServices},
+		natNodePorts:    ChainRules{Chain: iptables.ChainKubeNodePorts},
+		filterServices:  ChainRules{Chain: iptables.ChainKubeServices},
+		filterExternal:  ChainRules{Chain: iptables.ChainKubeExternalServices},
+		filterNodePorts: ChainRules{Chain: iptables.ChainKubeNodePorts},
+		filterFirewall:  ChainRules{Chain: iptables.ChainKubeProxyFirewall},
+		clusterIPs:      map[netip.Addr]types.NamespacedName{},
+	}
+	r.out.LargeCluster = r.large
 	for _, name := range sortedServicePorts(in.Services) {
 		sp := in.Services[name]
-		if !sp.ClusterIP.IsValid() || sp.ClusterIP.Is4() != (cfg.Family == iptables.IPv4) || !validPort(sp.Port) {
+		if !r.cfg.ofFamily(sp.ClusterIP) || !validPort(sp.Port) {
 			continue
 		}
-		out.ServicePorts++
-		eps, anywhere := usableEndpoints(sp, in.Endpoints[name], in.Node)
-		if len(eps) == 0 {
-			filterServices.Rules = append(filterServices.Rules, noEndpointsRule(sp, anywhere))
-			continue
-		}
-		out.Endpoints += len(eps)
-		natServices.Rules = append(natServices.Rules, clusterIPRule(sp))
-		perService = append(perService, renderServicePort(cfg, sp, eps)...)
+		r.out.ServicePorts++
+		r.servicePort(sp, in.Endpoints[name], in.Node)
 	}
-	natServices.Rules = append(natServices.Rules, iptables.Rule{
-		"-m", "comment", "--comment", commentNodePorts,
-		"-m", "addrtype", "--dst-type", "LOCAL", "-j", string(iptables.ChainKubeNodePorts),
-	})
-	mark := cfg.masqueradeMark()
-	out.NAT = append([]ChainRules{
-		natServices,
-		{Chain: iptables.ChainKubeNodePorts},
-		{Chain: iptables.ChainKubeMarkMasq, Rules: []iptables.Rule{{"-j", "MARK", "--or-mark", mark}}},
-		postroutingChain(cfg, mark),
-	}, perService...)
-	out.Filter = []ChainRules{filterServices}
-	return out
+	r.rejectOtherPorts()
+	r.nodePortsJump(in.NodePortIPs)
+	r.out.NAT = append([]ChainRules{
+		r.natServices,
+		r.natNodePorts,
+		{Chain: iptables.ChainKubeMarkMasq, Rules: []iptables.Rule{{"-j", "MARK", "--or-mark", r.mark}}},
+		postroutingChain(r.cfg, r.mark),
+	}, r.perService...)
+	r.out.Filter = []ChainRules{r.filterServices, r.filterExternal, forwardChain(r.cfg, r.mark),
+		r.filterNodePorts, r.filterFirewall}
+	if r.localhostNodePorts() {
+		r.out.Filter = append(r.out.Filter, localnetFirewallChain())
+	}
+	return r.out
+}
+
+// countEndpoints counts every endpoint of every service port, as upstream does to choose
+// large-cluster mode.
+func countEndpoints(in Input) int {
+	n := 0
+	for name := range in.Services {
+		n += len(in.Endpoints[name])
+	}
+	return n
 }
 
 func sortedServicePorts(m endpoints.ServiceMap) []endpoints.ServicePortName {
@@ -91,75 +137,71 @@ func sortedServicePorts(m endpoints.ServiceMap) []endpoints.ServicePortName {
 
 func validPort(p int32) bool { return p > 0 && p <= 65535 }
 
-// usableEndpoints returns the endpoints ClusterIP traffic goes to, the cluster set of
-// endpoints.CategorizeEndpoints (ready, else serving-terminating, narrowed by topology hints;
-// the node's own for internalTrafficPolicy Local), without the ones whose address or port
-// iptables cannot take; and whether the service port has usable endpoints anywhere.
-func usableEndpoints(sp *endpoints.ServicePort, eps []endpoints.Endpoint, node endpoints.NodeInfo) ([]endpoints.Endpoint, bool) {
-	cat := endpoints.CategorizeEndpoints(eps, sp, node)
-	var out []endpoints.Endpoint
-	for _, ep := range cat.Cluster {
-		if ep.IP.IsValid() && ep.IP.Is4() == sp.ClusterIP.Is4() && validPort(ep.Port) {
-			out = append(out, ep)
-		}
-	}
-	return out, cat.HasAnyEndpoints
-}
-
 func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
 
-// clusterIPMatch is the match of a service port's ClusterIP traffic.
-func clusterIPMatch(sp *endpoints.ServicePort) iptables.Rule {
-	proto := protocolName(sp)
-	return iptables.Rule{"-d", hostPrefix(sp.ClusterIP), "-p", proto, "-m", proto, "--dport", strconv.Itoa(int(sp.Port))}
+func (r *renderer) localhostNodePorts() bool {
+	return r.cfg.LocalhostNodePorts && r.cfg.Family == iptables.IPv4
 }
 
-// clusterIPRule is KUBE-SERVICES' jump to a service port's KUBE-SVC chain.
-func clusterIPRule(sp *endpoints.ServicePort) iptables.Rule {
-	r := iptables.Rule{"-m", "comment", "--comment", sp.Name.String() + " cluster IP"}
-	r = append(r, clusterIPMatch(sp)...)
-	return append(r, "-j", string(serviceChainName(sp.Name, protocolName(sp))))
-}
-
-// noEndpointsRule is the filter KUBE-SERVICES rule of a service port without usable
-// endpoints: REJECT, or DROP when internalTrafficPolicy is Local and only other nodes have
-// endpoints (as upstream: the client must not be told the service is gone).
-func noEndpointsRule(sp *endpoints.ServicePort, anywhere bool) iptables.Rule {
-	comment, target := sp.Name.String()+" has no endpoints", "REJECT"
-	if anywhere && sp.InternalPolicyLocal {
-		comment, target = sp.Name.String()+" has no local endpoints", "DROP"
-	}
-	r := iptables.Rule{"-m", "comment", "--comment", comment}
-	r = append(r, clusterIPMatch(sp)...)
-	return append(r, "-j", target)
-}
-
-// renderServicePort returns a service port's KUBE-SVC chain and its KUBE-SEP chains.
-func renderServicePort(cfg Config, sp *endpoints.ServicePort, eps []endpoints.Endpoint) []ChainRules {
-	name, proto := sp.Name.String(), protocolName(sp)
-	svc := ChainRules{Chain: serviceChainName(sp.Name, proto)}
-	masq := iptables.Rule{"-m", "comment", "--comment", name + " cluster IP"}
-	cidr, haveCIDR := cfg.clusterCIDR()
-	switch {
-	case cfg.MasqueradeAll:
-		svc.Rules = append(svc.Rules, slices.Concat(masq, clusterIPMatch(sp), jumpMarkMasq))
-	case haveCIDR:
-		svc.Rules = append(svc.Rules, slices.Concat(masq, iptables.Rule{"!", "-s", cidr.String()}, clusterIPMatch(sp), jumpMarkMasq))
-	}
-	seps := make([]ChainRules, 0, len(eps))
-	for i, ep := range eps {
-		sep := endpointChainName(sp.Name, proto, ep)
-		jump := iptables.Rule{"-m", "comment", "--comment", name + " -> " + ep.String()}
-		if left := len(eps) - i; left > 1 {
-			jump = append(jump, "-m", "statistic", "--mode", "random", "--probability", fmt.Sprintf("%0.10f", 1.0/float64(left)))
+// rejectOtherPorts ends filter KUBE-SERVICES: traffic to a service address that no service
+// port captured (so was not DNATed) is rejected at once instead of timing out. With service
+// CIDRs that is one rule per CIDR (which also covers unallocated addresses); without, one
+// per ClusterIP.
+func (r *renderer) rejectOtherPorts() {
+	var cidrs []netip.Prefix
+	for _, p := range r.cfg.ServiceCIDRs {
+		if p.IsValid() && r.cfg.ofFamily(p.Addr()) {
+			cidrs = append(cidrs, p.Masked())
 		}
-		svc.Rules = append(svc.Rules, append(jump, "-j", string(sep)))
-		seps = append(seps, ChainRules{Chain: sep, Rules: []iptables.Rule{
-			slices.Concat(iptables.Rule{"-m", "comment", "--comment", name, "-s", hostPrefix(ep.IP)}, jumpMarkMasq),
-			{"-m", "comment", "--comment", name, "-p", proto, "-m", proto, "-j", "DNAT", "--to-destination", ep.String()},
-		}})
 	}
-	return append([]ChainRules{svc}, seps...)
+	if len(cidrs) > 0 {
+		for _, p := range cidrs {
+			r.filterServices.Rules = append(r.filterServices.Rules, iptables.Rule{
+				"-m", "comment", "--comment", "kubernetes service CIDR: address or port not in use",
+				"-d", p.String(), "-j", "REJECT"})
+		}
+		return
+	}
+	for _, ip := range r.clusterIPOrder {
+		r.filterServices.Rules = append(r.filterServices.Rules, iptables.Rule{
+			"-m", "comment", "--comment", r.clusterIPs[ip].String() + " cluster IP: port not in use",
+			"-d", hostPrefix(ip), "-j", "REJECT"})
+	}
+}
+
+// nodePortsJump ends nat KUBE-SERVICES with the jump to KUBE-NODEPORTS: for every local
+// address, or for each address NodePorts are restricted to.
+func (r *renderer) nodePortsJump(nodePortIPs []netip.Addr) {
+	comment := iptables.Rule{"-m", "comment", "--comment", commentNodePorts}
+	jump := iptables.Rule{"-j", string(iptables.ChainKubeNodePorts)}
+	if !r.hasNodePortAddresses() {
+		dest := iptables.Rule{"-m", "addrtype", "--dst-type", "LOCAL"}
+		switch {
+		case r.cfg.Family == iptables.IPv6:
+			dest = append(dest, "!", "-d", "::1/128")
+		case !r.cfg.LocalhostNodePorts:
+			dest = append(dest, "!", "-d", "127.0.0.0/8")
+		}
+		r.natServices.Rules = append(r.natServices.Rules, slices.Concat(comment, dest, jump))
+		return
+	}
+	ips := slices.Clone(nodePortIPs)
+	slices.SortFunc(ips, netip.Addr.Compare)
+	for _, ip := range slices.Compact(ips) {
+		if !r.cfg.ofFamily(ip) || (ip.IsLoopback() && !r.localhostNodePorts()) {
+			continue
+		}
+		r.natServices.Rules = append(r.natServices.Rules, slices.Concat(comment, iptables.Rule{"-d", hostPrefix(ip)}, jump))
+	}
+}
+
+func (r *renderer) hasNodePortAddresses() bool {
+	for _, p := range r.cfg.NodePortAddresses {
+		if p.IsValid() && r.cfg.ofFamily(p.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 var jumpMarkMasq = iptables.Rule{"-j", string(iptables.ChainKubeMarkMasq)}
@@ -177,6 +219,34 @@ func postroutingChain(cfg Config, mark string) ChainRules {
 		masq,
 	}}
 }
+
+// forwardChain is filter KUBE-FORWARD: drop packets conntrack finds INVALID (unless
+// nf_conntrack_tcp_be_liberal is set), accept what kube-proxy marked and what belongs to an
+// accepted connection, so that services work with a FORWARD policy of DROP.
+func forwardChain(cfg Config, mark string) ChainRules {
+	c := ChainRules{Chain: iptables.ChainKubeForward}
+	if !cfg.ConntrackTCPBeLiberal {
+		c.Rules = append(c.Rules, iptables.Rule{"-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"})
+	}
+	c.Rules = append(c.Rules,
+		iptables.Rule{"-m", "comment", "--comment", "kubernetes forwarding rules", "-m", "mark", "--mark", mark + "/" + mark, "-j", "ACCEPT"},
+		iptables.Rule{"-m", "comment", "--comment", "kubernetes forwarding conntrack rule", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"},
+	)
+	return c
+}
+
+// localnetFirewallChain is filter KUBE-FIREWALL as kube-proxy (and kubelet) write it when
+// NodePorts are open on localhost: route_localnet must not let other hosts reach 127.0.0.0/8.
+func localnetFirewallChain() ChainRules {
+	return ChainRules{Chain: chainKubeFirewall, Rules: []iptables.Rule{{
+		"-m", "comment", "--comment", "block incoming localnet connections",
+		"-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8",
+		"-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP",
+	}}}
+}
+
+// chainKubeFirewall is kubelet's filter chain, which kube-proxy also writes.
+const chainKubeFirewall iptables.Chain = "KUBE-FIREWALL"
 
 // Transaction returns the restore that writes every chain of r from scratch.
 func (r Rules) Transaction() *iptables.Transaction {

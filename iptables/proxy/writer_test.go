@@ -1,0 +1,181 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/kproxy/kproxy/endpoints"
+	"github.com/kproxy/kproxy/iptables"
+)
+
+// recording records every restore payload and counts saves.
+type recording struct {
+	*iptables.Fake
+	payloads []string
+	saves    int
+}
+
+func (r *recording) Restore(ctx context.Context, data []byte) error {
+	r.payloads = append(r.payloads, string(data))
+	return r.Fake.Restore(ctx, data)
+}
+
+func (r *recording) Save(ctx context.Context, table iptables.Table) ([]byte, error) {
+	r.saves++
+	return r.Fake.Save(ctx, table)
+}
+
+// manyServices is n NodePort services with ETP Local (so KUBE-EXT, KUBE-SVC, KUBE-SVL and
+// KUBE-SEP chains), one local and one remote endpoint each.
+func manyServices(n int) *world {
+	w := newWorld()
+	for i := range n {
+		name := portName("ns1", fmt.Sprintf("svc%03d", i), "p80", v1.ProtocolTCP)
+		w.add(svc(name, fmt.Sprintf("100.100.1.%d", i+1), nodePort(int32(30000+i)), etpLocal(int32(32000+i))),
+			readyEP(fmt.Sprintf("100.64.1.%d", i+1), 8080), remoteEP(fmt.Sprintf("100.64.2.%d", i+1), 8080))
+	}
+	return w
+}
+
+func declaredChains(payload string) (svcChains, shared int) {
+	for _, line := range strings.Split(payload, "\n") {
+		switch {
+		case !strings.HasPrefix(line, ":"):
+		case isServiceChain(iptables.Chain(strings.Fields(line[1:])[0])):
+			svcChains++
+		default:
+			shared++
+		}
+	}
+	return svcChains, shared
+}
+
+// A large change is written in batches of whole services, then the shared chains, then the
+// deletions, every restore accepted by the Fake (which rejects jumps to missing chains and
+// deletions of referenced chains); the result is the same as one big restore.
+func TestBatchedWrites(t *testing.T) {
+	rec := &recording{Fake: iptables.NewFake(iptables.IPv4)}
+	p := NewProxier(rec, Config{ClusterCIDR: clusterCIDR, BatchServices: 2})
+	ctx := context.Background()
+	if err := p.Apply(ctx, manyServices(5).changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	// 5 services of 5 chains each (EXT, SVC, SVL, 2 SEP), 2 per restore, then the shared ones.
+	if len(rec.payloads) != 4 {
+		t.Fatalf("%d restores, want 4 (2+2+1 services, then the shared chains)", len(rec.payloads))
+	}
+	for i, want := range []int{10, 10, 5, 0} {
+		if got, _ := declaredChains(rec.payloads[i]); got != want {
+			t.Errorf("restore %d declares %d per-service chains, want %d", i+1, got, want)
+		}
+	}
+	if !strings.Contains(rec.payloads[0], ":KUBE-MARK-MASQ") || !strings.Contains(rec.payloads[3], ":KUBE-SERVICES") {
+		t.Errorf("KUBE-MARK-MASQ must come with the first batch and KUBE-SERVICES last:\n%s", strings.Join(rec.payloads, "----\n"))
+	}
+	oneShot := iptables.NewFake(iptables.IPv4)
+	if err := NewProxier(oneShot, Config{ClusterCIDR: clusterCIDR, BatchServices: 1000}).Apply(ctx, manyServices(5).changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(oneShot.Dump(), rec.Dump()); diff != "" {
+		t.Errorf("batched and single restore differ (-single +batched):\n%s", diff)
+	}
+
+	// Deleting every service: KUBE-SERVICES first, then the 25 stale chains 10 per restore.
+	rec.payloads = nil
+	if err := p.Apply(ctx, newWorld().changedSnapshot(), testNode, false); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.payloads) != 4 {
+		t.Fatalf("%d restores for the deletion, want 4:\n%s", len(rec.payloads), strings.Join(rec.payloads, "----\n"))
+	}
+	for _, c := range userChains(t, rec.Fake, "KUBE-") {
+		if isServiceChain(c) {
+			t.Errorf("stale chain %s left", c)
+		}
+	}
+}
+
+// A partial sync (services changed) trusts memory and does not run iptables-save; a sync with
+// nothing changed reads the tables and puts back what was deleted by hand.
+func TestIdleSyncRepairsHandEdits(t *testing.T) {
+	rec := &recording{Fake: iptables.NewFake(iptables.IPv4)}
+	p := NewProxier(rec, Config{ClusterCIDR: clusterCIDR})
+	ctx := context.Background()
+	w := manyServices(3)
+	if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	want := rec.Dump()
+	saves := rec.saves
+	if err := p.Apply(ctx, w.changedSnapshot(), testNode, false); err != nil {
+		t.Fatal(err)
+	}
+	if rec.saves != saves {
+		t.Errorf("a partial sync ran iptables-save %d times", rec.saves-saves)
+	}
+
+	sep := endpointChainName(portName("ns1", "svc001", "p80", v1.ProtocolTCP), "tcp", readyEP("100.64.1.2", 8080))
+	edits := fmt.Sprintf("*nat\n-D %s 2\n-D KUBE-SERVICES 1\n-D PREROUTING 1\nCOMMIT\n*filter\n-F KUBE-FORWARD\nCOMMIT\n", sep)
+	if err := rec.Fake.Restore(ctx, []byte(edits)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(ctx, w.snapshot(), testNode, false); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, rec.Dump()); diff != "" {
+		t.Errorf("after the idle sync (-before the edits +now):\n%s", diff)
+	}
+	if st := p.Stats(); st.Verifications != 1 || st.Repairs != 1 {
+		t.Errorf("stats %+v, want one verification that repaired", st)
+	}
+	restores := len(rec.payloads)
+	if err := p.Apply(ctx, w.snapshot(), testNode, false); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.payloads) != restores {
+		t.Errorf("an idle sync with nothing to repair wrote:\n%s", rec.payloads[len(rec.payloads)-1])
+	}
+}
+
+func TestRestoreFailureCounters(t *testing.T) {
+	ipt := &failingRestore{Fake: iptables.NewFake(iptables.IPv4)}
+	p := NewProxier(ipt, Config{ClusterCIDR: clusterCIDR})
+	ctx := context.Background()
+	if err := p.Apply(ctx, oneService().changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	ipt.fail = true
+	if err := p.Apply(ctx, threeEndpoints().changedSnapshot(), testNode, false); err == nil {
+		t.Fatal("no error from a failing restore")
+	}
+	if st := p.Stats(); st.RestoreFailures != 1 || st.PartialRestoreFailures != 1 || st.Restores != 2 {
+		t.Errorf("stats %+v, want 2 restores, 1 failure, 1 partial failure", st)
+	}
+}
+
+// Past 1,000 endpoints the per-endpoint rules lose their comments (upstream's large-cluster
+// mode); the service-level ones keep them.
+func TestLargeClusterMode(t *testing.T) {
+	for _, n := range []int{1000, 1001} {
+		var eps []endpoints.Endpoint
+		for i := range n {
+			eps = append(eps, readyEP(netip.AddrFrom4([4]byte{100, 64, byte(1 + i/250), byte(1 + i%250)}).String(), 8080))
+		}
+		rules := Render(Input{Services: endpoints.ServiceMap{svc1Port: servicePort(svc1Port, "100.100.0.10", 80)},
+			Endpoints: endpoints.EndpointsMap{svc1Port: eps}, Node: testNode, Config: Config{ClusterCIDR: clusterCIDR}})
+		text := string(rules.Transaction().Bytes())
+		commented := strings.Contains(text, "-> 100.64.1.1:8080") || strings.Contains(text, "-A KUBE-SEP-22IBD7GYUWNMATTN -m comment")
+		if large := n > 1000; rules.LargeCluster != large || commented == large {
+			t.Errorf("%d endpoints: LargeCluster=%v, per-endpoint comments=%v", n, rules.LargeCluster, commented)
+		}
+		if !strings.Contains(text, `"ns1/svc1:p80 cluster IP"`) {
+			t.Errorf("%d endpoints: the cluster IP comment is gone", n)
+		}
+	}
+}
