@@ -4,6 +4,7 @@
 #   make demo-down   remove the sandbox
 #   make test        unit tests, then (as root) kernel contract tests and the end-to-end suite
 #   make build       bin/kproxy, bin/echo, bin/sandbox
+#   make vm-test     IPVS/ipset tests inside a qemu VM (the host kernel has no IPVS)
 #   make lint        gofmt, go vet, golangci-lint
 
 SHELL        := /bin/bash
@@ -20,7 +21,7 @@ IS_ROOT      := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 DEB_TOOLS    := iptables:iptables iptables-restore:iptables ipset:ipset ipvsadm:ipvsadm \
                 conntrack:conntrack ip:iproute2 nsenter:util-linux curl:curl
 
-.PHONY: all build deps k8s unit netns e2e test lint demo demo-down clean
+.PHONY: all build deps k8s unit netns vm-test e2e test lint demo demo-down clean
 
 all: build
 
@@ -48,7 +49,12 @@ unit:
 	$(GO) test -race -count=1 ./...
 
 netns: deps
-	$(GO) test -tags netns -count=1 ./iptables/...
+	$(GO) test -tags netns -count=1 ./iptables/... ./ipset/... ./proxier/conntrack/...
+
+# vm-test boots Debian's stock kernel under qemu (the host kernel has no IPVS) and runs the
+# IPVS smoke test and the ipset contract tests inside it; cached in $(KPROXY_CACHE)/vm-*.
+vm-test:
+	e2e/vm/vm-test.sh
 
 e2e: deps build k8s
 	KPROXY_BIN=$(CURDIR)/bin/kproxy KPROXY_ECHO_BIN=$(CURDIR)/bin/echo \
@@ -58,6 +64,7 @@ e2e: deps build k8s
 test: unit
 ifeq ($(IS_ROOT),yes)
 	$(MAKE) --no-print-directory netns
+	$(MAKE) --no-print-directory vm-test
 	$(MAKE) --no-print-directory e2e
 else
 	@echo "test: not root: skipped the kernel contract and end-to-end tiers (run 'sudo make test')"

@@ -37,6 +37,15 @@ type Config struct {
 	MasqueradeAll bool
 	MasqueradeBit int32
 
+	DetectLocalMode        string // ClusterCIDR, NodeCIDR, BridgeInterface, InterfaceNamePrefix
+	PodBridgeInterface     string
+	PodInterfaceNamePrefix string
+	// NodePortAddresses are CIDRs; Primary means the node's primary IP ("primary").
+	NodePortAddresses  []netip.Prefix
+	NodePortPrimary    bool
+	LocalhostNodePorts bool
+	ServiceCIDRs       []netip.Prefix
+
 	APIQPS   float32
 	APIBurst int32
 }
@@ -61,6 +70,7 @@ func defaultConfig() Config {
 		MinSyncPeriod:      time.Second,
 		ConfigSyncPeriod:   15 * time.Minute,
 		MasqueradeBit:      14,
+		DetectLocalMode:    "ClusterCIDR",
 		APIQPS:             5,
 		APIBurst:           10,
 	}
@@ -87,6 +97,12 @@ type flagValues struct {
 	apiQPS           float32
 	apiBurst         int32
 	version          bool
+	detectLocalMode  string
+	podBridge        string
+	podIfPrefix      string
+	nodePortAddrs    []string
+	localhostNP      bool
+	serviceCIDRs     string
 }
 
 func newFlagSet(fv *flagValues) *pflag.FlagSet {
@@ -114,6 +130,12 @@ func newFlagSet(fv *flagValues) *pflag.FlagSet {
 	fs.Int32Var(&fv.masqueradeBit, "iptables-masquerade-bit", d.MasqueradeBit, "The bit of the fwmark space that marks packets for SNAT, in [0, 31].")
 	fs.Float32Var(&fv.apiQPS, "kube-api-qps", d.APIQPS, "QPS to use while talking with the API server.")
 	fs.Int32Var(&fv.apiBurst, "kube-api-burst", d.APIBurst, "Burst to use while talking with the API server.")
+	fs.StringVar(&fv.detectLocalMode, "detect-local-mode", d.DetectLocalMode, "How to tell pod traffic from other traffic: ClusterCIDR, NodeCIDR (the node's spec.podCIDR), BridgeInterface or InterfaceNamePrefix.")
+	fs.StringVar(&fv.podBridge, "pod-bridge-interface", "", "The bridge pods hang off, with --detect-local-mode=BridgeInterface.")
+	fs.StringVar(&fv.podIfPrefix, "pod-interface-name-prefix", "", "The name prefix of pod interfaces, with --detect-local-mode=InterfaceNamePrefix.")
+	fs.StringSliceVar(&fv.nodePortAddrs, "nodeport-addresses", nil, "CIDRs of the node addresses NodePorts answer on, or 'primary' for the node's primary IP. Default: every local address.")
+	fs.BoolVar(&fv.localhostNP, "iptables-localhost-nodeports", false, "Also answer NodePorts on 127.0.0.0/8 (sets net.ipv4.conf.all.route_localnet=1). Off by default in kproxy (on in kube-proxy).")
+	fs.StringVar(&fv.serviceCIDRs, "service-cluster-ip-range", "", "The service CIDRs (comma-separated, kproxy only). When set, traffic to an address in them that no service port captures is rejected with one rule per range.")
 	fs.BoolVar(&fv.version, "version", false, "Print the version and exit.")
 
 	// klog's flags (-v, --vmodule, ...), as kube-proxy has them.
@@ -221,7 +243,45 @@ func applyConfigFile(cfg *Config, path string) error {
 	if kc.IPTables.MasqueradeBit != nil {
 		cfg.MasqueradeBit = *kc.IPTables.MasqueradeBit
 	}
+	if kc.DetectLocalMode != "" {
+		cfg.DetectLocalMode = string(kc.DetectLocalMode)
+	}
+	cfg.PodBridgeInterface = kc.DetectLocal.BridgeInterface
+	cfg.PodInterfaceNamePrefix = kc.DetectLocal.InterfaceNamePrefix
+	if len(kc.NodePortAddresses) > 0 {
+		p, primary, err := parseNodePortAddresses(kc.NodePortAddresses)
+		if err != nil {
+			return usagef("--config %s: nodePortAddresses: %w", path, err)
+		}
+		cfg.NodePortAddresses, cfg.NodePortPrimary = p, primary
+	}
+	if kc.IPTables.LocalhostNodePorts != nil {
+		cfg.LocalhostNodePorts = *kc.IPTables.LocalhostNodePorts
+	}
 	return nil
+}
+
+func parseNodePortAddresses(in []string) ([]netip.Prefix, bool, error) {
+	var (
+		out     []netip.Prefix
+		primary bool
+	)
+	for _, a := range in {
+		a = strings.TrimSpace(a)
+		if a == "primary" {
+			primary = true
+			continue
+		}
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return nil, false, fmt.Errorf("%q is neither a CIDR nor 'primary'", a)
+		}
+		out = append(out, p.Masked())
+	}
+	if primary && len(out) > 0 {
+		return nil, false, fmt.Errorf("'primary' cannot be combined with CIDRs")
+	}
+	return out, primary, nil
 }
 
 // applyFlags copies the flags that were set on the command line over cfg.
@@ -275,6 +335,32 @@ func applyFlags(cfg *Config, fs *pflag.FlagSet, fv *flagValues) error {
 	if set("iptables-masquerade-bit") {
 		cfg.MasqueradeBit = fv.masqueradeBit
 	}
+	if set("detect-local-mode") {
+		cfg.DetectLocalMode = fv.detectLocalMode
+	}
+	if set("pod-bridge-interface") {
+		cfg.PodBridgeInterface = fv.podBridge
+	}
+	if set("pod-interface-name-prefix") {
+		cfg.PodInterfaceNamePrefix = fv.podIfPrefix
+	}
+	if set("nodeport-addresses") {
+		p, primary, err := parseNodePortAddresses(fv.nodePortAddrs)
+		if err != nil {
+			return usagef("invalid --nodeport-addresses: %w", err)
+		}
+		cfg.NodePortAddresses, cfg.NodePortPrimary = p, primary
+	}
+	if set("iptables-localhost-nodeports") {
+		cfg.LocalhostNodePorts = fv.localhostNP
+	}
+	if set("service-cluster-ip-range") {
+		p, err := parseCIDRs(fv.serviceCIDRs)
+		if err != nil {
+			return usagef("invalid --service-cluster-ip-range %q: %w", fv.serviceCIDRs, err)
+		}
+		cfg.ServiceCIDRs = p
+	}
 	if set("kube-api-qps") {
 		cfg.APIQPS = fv.apiQPS
 	}
@@ -323,6 +409,19 @@ func validate(cfg *Config) error {
 		if _, err := netip.ParseAddrPort("0.0.0.0:" + port); err != nil {
 			return usagef("invalid %s %q: bad port %q", a.name, a.v, port)
 		}
+	}
+	switch cfg.DetectLocalMode {
+	case "ClusterCIDR", "NodeCIDR":
+	case "BridgeInterface":
+		if cfg.PodBridgeInterface == "" {
+			return usagef("--detect-local-mode=BridgeInterface needs --pod-bridge-interface")
+		}
+	case "InterfaceNamePrefix":
+		if cfg.PodInterfaceNamePrefix == "" {
+			return usagef("--detect-local-mode=InterfaceNamePrefix needs --pod-interface-name-prefix")
+		}
+	default:
+		return usagef("unknown --detect-local-mode %q: use ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix", cfg.DetectLocalMode)
 	}
 	fams := map[bool]bool{}
 	for _, p := range cfg.ClusterCIDRs {

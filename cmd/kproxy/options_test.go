@@ -62,6 +62,21 @@ func TestParseConfig(t *testing.T) {
 			},
 		},
 		{
+			name: "local detection and node ports",
+			args: []string{"--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=veth",
+				"--nodeport-addresses=192.0.2.0/24,2001:db8:3::/64", "--service-cluster-ip-range=100.100.0.0/16"},
+			want: func(c *Config) {
+				c.DetectLocalMode = "InterfaceNamePrefix"
+				c.PodInterfaceNamePrefix = "veth"
+				c.NodePortAddresses = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8:3::/64")}
+				c.ServiceCIDRs = []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}
+			},
+		},
+		{
+			name: "nodeport primary", args: []string{"--nodeport-addresses=primary", "--detect-local-mode=NodeCIDR"},
+			want: func(c *Config) { c.NodePortPrimary = true; c.DetectLocalMode = "NodeCIDR" },
+		},
+		{
 			name: "proxy-mode alias", args: []string{"--proxy-mode=ipvs", "--ipvs-sync-period=7s"},
 			want: func(c *Config) { c.Mode = "ipvs"; c.SyncPeriod = 7 * time.Second },
 		},
@@ -130,6 +145,11 @@ func TestBadInputExitsTwo(t *testing.T) {
 		{"bad healthz address", []string{"--healthz-bind-address=:::"}, "invalid --healthz-bind-address"},
 		{"masquerade bit", []string{"--iptables-masquerade-bit=32"}, "masquerade-bit"},
 		{"stray argument", []string{"iptables"}, "unexpected argument"},
+		{"unknown detect-local-mode", []string{"--detect-local-mode=Magic"}, "unknown --detect-local-mode"},
+		{"bridge mode without bridge", []string{"--detect-local-mode=BridgeInterface"}, "needs --pod-bridge-interface"},
+		{"bad nodeport address", []string{"--nodeport-addresses=192.0.2.0/24,nope"}, "invalid --nodeport-addresses"},
+		{"primary with cidrs", []string{"--nodeport-addresses=primary,192.0.2.0/24"}, "cannot be combined"},
+		{"bad service cidr", []string{"--service-cluster-ip-range=100.100.0.0"}, "invalid --service-cluster-ip-range"},
 		{"missing config file", []string{"--config=/nonexistent/kproxy.yaml"}, "read --config"},
 		{"malformed config file", []string{"--config=" + writeFile(t, "apiVersion: [\n")}, "parse --config"},
 		{"unknown config field", []string{"--config=" + writeFile(t, goodConfig+"iptabels: {}\n")}, "unknown field"},

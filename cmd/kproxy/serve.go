@@ -12,6 +12,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -42,7 +43,8 @@ func serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	backend, err := newBackend(cfg, family)
+	node := waitForNode(ctx, client, nodeName, 30*time.Second)
+	backend, err := newBackend(ctx, cfg, family, node)
 	if err != nil {
 		return err
 	}
@@ -62,6 +64,9 @@ func serve(ctx context.Context, cfg Config) error {
 		StartTime: time.Now(),
 	})
 	metrics := proxier.NewMetrics()
+	if ip, ok := backend.(*iptproxy.Proxier); ok {
+		metrics.Registry.MustRegister(newIPTablesCollector(ip, string(family)))
+	}
 	familyMetrics := metrics.For(string(family))
 	health := proxier.NewHealth(2*cfg.SyncPeriod, string(family), nil)
 	health.CountRequests(metrics.HealthzTotal, metrics.LivezTotal)
@@ -141,15 +146,36 @@ func newClient(cfg Config) (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(rc)
 }
 
-func newBackend(cfg Config, family v1.IPFamily) (proxier.Backend, error) {
+func newBackend(ctx context.Context, cfg Config, family v1.IPFamily, node *v1.Node) (proxier.Backend, error) {
 	switch cfg.Mode {
 	case "iptables":
+		ofFamily := func(a netip.Addr) bool { return a.Is4() == (family == v1.IPv4Protocol) }
 		var clusterCIDR netip.Prefix
 		for _, p := range cfg.ClusterCIDRs {
-			if p.Addr().Is4() == (family == v1.IPv4Protocol) {
+			if ofFamily(p.Addr()) {
 				clusterCIDR = p
 			}
 		}
+		nodeIP, podCIDR := nodeAddresses(node, ofFamily)
+		detector, err := localDetector(cfg, clusterCIDR, podCIDR)
+		if err != nil {
+			return nil, err
+		}
+		npAddrs := cfg.NodePortAddresses
+		if cfg.NodePortPrimary {
+			if !nodeIP.IsValid() {
+				return nil, errors.New("--nodeport-addresses=primary: the Node object has no InternalIP of this family yet")
+			}
+			npAddrs = []netip.Prefix{netip.PrefixFrom(nodeIP, nodeIP.BitLen())}
+		}
+		if cfg.LocalhostNodePorts && family == v1.IPv4Protocol {
+			if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/route_localnet", []byte("1"), 0o644); err != nil {
+				return nil, fmt.Errorf("--iptables-localhost-nodeports needs net.ipv4.conf.all.route_localnet=1: %w", err)
+			}
+		}
+		beLiberal, _ := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
+		klog.FromContext(ctx).Info("iptables mode", "nodeIP", nodeIP, "localDetector", detector,
+			"nodePortAddresses", npAddrs, "serviceCIDRs", cfg.ServiceCIDRs)
 		ipt := iptables.New(iptables.Options{IPv6: family == v1.IPv6Protocol})
 		fam := iptables.IPv4
 		if family == v1.IPv6Protocol {
@@ -163,6 +189,12 @@ func newBackend(cfg Config, family v1.IPFamily) (proxier.Backend, error) {
 			MasqueradeRandomFully: randomFully,
 			Family:                fam,
 			ClusterCIDR:           clusterCIDR,
+			LocalDetector:         detector,
+			NodeIP:                nodeIP,
+			NodePortAddresses:     npAddrs,
+			LocalhostNodePorts:    cfg.LocalhostNodePorts,
+			ServiceCIDRs:          cfg.ServiceCIDRs,
+			ConntrackTCPBeLiberal: strings.TrimSpace(string(beLiberal)) == "1",
 			MasqueradeAll:         cfg.MasqueradeAll,
 			MasqueradeBit:         int(cfg.MasqueradeBit),
 		}), nil
@@ -170,6 +202,74 @@ func newBackend(cfg Config, family v1.IPFamily) (proxier.Backend, error) {
 		return nil, errors.New("--mode=ipvs is not implemented yet in this kproxy build; use --mode=iptables")
 	}
 	return nil, fmt.Errorf("unknown mode %q", cfg.Mode)
+}
+
+// waitForNode reads this node's Node object, waiting up to timeout for it to exist (a
+// kproxy may start before its kubelet registers the node). nil when it never appears: the
+// node IP and pod CIDR are then unknown.
+func waitForNode(ctx context.Context, client kubernetes.Interface, name string, timeout time.Duration) *v1.Node {
+	logger := klog.FromContext(ctx)
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			return n
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			logger.Error(err, "Cannot read this node's Node object; continuing without its IP and pod CIDR", "node", name)
+			return nil
+		}
+		logger.V(2).Info("Waiting for the Node object", "node", name, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// nodeAddresses returns the node's first InternalIP (else ExternalIP) and pod CIDR of the
+// family.
+func nodeAddresses(n *v1.Node, ofFamily func(netip.Addr) bool) (netip.Addr, netip.Prefix) {
+	var ip netip.Addr
+	var cidr netip.Prefix
+	if n == nil {
+		return ip, cidr
+	}
+	for _, typ := range []v1.NodeAddressType{v1.NodeInternalIP, v1.NodeExternalIP} {
+		for _, a := range n.Status.Addresses {
+			if a.Type != typ || ip.IsValid() {
+				continue
+			}
+			if p, err := netip.ParseAddr(a.Address); err == nil && ofFamily(p) {
+				ip = p
+			}
+		}
+	}
+	cidrs := n.Spec.PodCIDRs
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs = []string{n.Spec.PodCIDR}
+	}
+	for _, c := range cidrs {
+		if p, err := netip.ParsePrefix(c); err == nil && ofFamily(p.Addr()) && !cidr.IsValid() {
+			cidr = p.Masked()
+		}
+	}
+	return ip, cidr
+}
+
+func localDetector(cfg Config, clusterCIDR, podCIDR netip.Prefix) (iptproxy.LocalDetector, error) {
+	switch cfg.DetectLocalMode {
+	case "NodeCIDR":
+		if !podCIDR.IsValid() {
+			return iptproxy.LocalDetector{}, errors.New("--detect-local-mode=NodeCIDR: the Node object has no spec.podCIDR of this family")
+		}
+		return iptproxy.LocalDetector{CIDR: podCIDR}, nil
+	case "BridgeInterface":
+		return iptproxy.LocalDetector{BridgeInterface: cfg.PodBridgeInterface}, nil
+	case "InterfaceNamePrefix":
+		return iptproxy.LocalDetector{InterfaceNamePrefix: cfg.PodInterfaceNamePrefix}, nil
+	}
+	return iptproxy.LocalDetector{CIDR: clusterCIDR}, nil
 }
 
 // serveHTTP serves h on addr until ctx ends. A bind failure is logged, not fatal, as
