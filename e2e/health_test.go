@@ -45,7 +45,7 @@ func TestHealthAndMetrics(t *testing.T) {
 		}
 		t.Logf("%s /healthz: %s", n.Name, strings.TrimSpace(body))
 		get(n.Name, healthz+"/livez")
-		get(harness.FabricNetns(harness.PrefixTest), fmt.Sprintf("http://%s:%d/healthz", n.IP, harness.HealthzPort))
+		get(harness.FabricNetns(cluster.Opts.Prefix), fmt.Sprintf("http://%s:%d/healthz", n.IP, harness.HealthzPort))
 
 		m := get(n.Name, metrics+"/metrics")
 		if !strings.Contains(m, "kubeproxy_sync_proxy_rules_duration_seconds") {

@@ -85,7 +85,7 @@ func optionsFromEnv() (harness.Options, error) {
 		return harness.Options{}, err
 	}
 	o := harness.Options{
-		Prefix:      harness.PrefixTest,
+		Prefix:      envOr("KPROXY_E2E_PREFIX", harness.PrefixTest),
 		Nodes:       2,
 		PodsPerNode: 2,
 		Proxy:       envOr("KPROXY_E2E_PROXY", harness.ProxyKProxy),
