@@ -19,7 +19,7 @@ import (
 func TestReconcilerConntrackCleanup(t *testing.T) {
 	svc := endpoints.ServicePortName{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "dns"}, Port: "dns", Protocol: v1.ProtocolUDP}
 	snap := endpoints.Snapshot{
-		Services: endpoints.ServiceMap{svc: {Name: svc, ClusterIP: netip.MustParseAddr("100.100.0.10"), Port: 53, Protocol: v1.ProtocolUDP}},
+		Services:  endpoints.ServiceMap{svc: {Name: svc, ClusterIP: netip.MustParseAddr("100.100.0.10"), Port: 53, Protocol: v1.ProtocolUDP}},
 		Endpoints: endpoints.EndpointsMap{svc: {{IP: netip.MustParseAddr("100.64.1.10"), Port: 5353, Ready: true, Serving: true}}},
 	}
 	flow := func(backend string) conntrack.Flow {
