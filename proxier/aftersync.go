@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/netip"
 
-	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
@@ -21,7 +20,6 @@ type AfterSync struct {
 	// Conntrack removes UDP/SCTP flows whose DNAT target is no longer a serving endpoint, so
 	// a client with a fixed source port moves to a live endpoint.
 	Conntrack        conntrack.Interface
-	Family           v1.IPFamily
 	NodePortIPs      []netip.Addr // empty: flows DNATed on this node
 	ConntrackDeleted interface{ Add(float64) }
 	// Report emits a Warning event for a problem on a service (e.g. a health-check port that
@@ -52,8 +50,8 @@ func (r *Reconciler) afterSync(ctx context.Context, snap endpoints.Snapshot, nod
 		a.HealthCheck.SyncEndpoints(endpoints.LocalReadyEndpoints(snap.Endpoints, node.Name))
 	}
 	if a.Conntrack != nil {
-		targets := conntrack.ComputeTargets(snap.Services, snap.Endpoints, a.Family, a.NodePortIPs)
-		n, err := conntrack.Reconcile(ctx, a.Conntrack, a.Family, targets)
+		targets := conntrack.ComputeTargets(snap.Services, snap.Endpoints, r.opts.Family, a.NodePortIPs)
+		n, err := conntrack.Reconcile(ctx, a.Conntrack, r.opts.Family, targets)
 		if a.ConntrackDeleted != nil && n > 0 {
 			a.ConntrackDeleted.Add(float64(n))
 		}

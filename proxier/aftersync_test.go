@@ -39,8 +39,8 @@ func TestReconcilerConntrackCleanup(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Unix(1000, 0))
 	m := NewMetrics().For("IPv4")
 	be := &fakeBackend{errs: []error{context.DeadlineExceeded}}
-	r := NewReconciler(&fakeSource{snaps: []endpoints.Snapshot{snap, snap}}, be, m, NewHealth(time.Minute, "IPv4", clk),
-		ReconcilerOptions{Clock: clk, After: AfterSync{Conntrack: ct, Family: v1.IPv4Protocol, ConntrackDeleted: m.ConntrackDeleted}})
+	r := NewReconciler(&fakeSource{snaps: []endpoints.Snapshot{snap, snap}}, be, m, NewHealth(time.Minute, []string{"IPv4"}, clk),
+		ReconcilerOptions{Clock: clk, Family: v1.IPv4Protocol, After: AfterSync{Conntrack: ct, ConntrackDeleted: m.ConntrackDeleted}})
 
 	if err := r.Sync(context.Background()); err == nil {
 		t.Fatal("first sync should fail")

@@ -11,19 +11,44 @@ import (
 	"k8s.io/utils/clock"
 )
 
-// Health answers kube-proxy's /healthz and /livez: healthy when the last successful sync is
-// no older than Timeout (2 × the sync period). /healthz is also unhealthy while the node is
-// being deleted (nodeEligible false), /livez ignores that, as upstream.
+// Health answers kube-proxy's /healthz and /livez: healthy when, for every IP family kproxy
+// programs, the last successful sync is no older than the timeout (2 × the sync period).
+// /healthz is also unhealthy while the node is being deleted (nodeEligible false); /livez
+// ignores that, as upstream.
 type Health struct {
-	clock   clock.PassiveClock
-	timeout time.Duration
-	family  string
+	clock    clock.PassiveClock
+	timeout  time.Duration
+	families []string
 
 	mu           sync.Mutex
-	lastUpdated  time.Time
+	lastUpdated  map[string]time.Time
 	nodeEligible bool
 
 	healthzTotal, livezTotal *prometheus.CounterVec
+}
+
+// NewHealth builds a Health for the given families ("IPv4", "IPv6"), unhealthy until each
+// has synced once.
+func NewHealth(timeout time.Duration, families []string, c clock.PassiveClock) *Health {
+	if c == nil {
+		c = clock.RealClock{}
+	}
+	return &Health{clock: c, timeout: timeout, families: families,
+		lastUpdated: map[string]time.Time{}, nodeEligible: true}
+}
+
+// Without stops waiting for family (a family whose proxier could not start). It is meant
+// for start-up, before the health is served.
+func (h *Health) Without(family string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var keep []string
+	for _, f := range h.families {
+		if f != family {
+			keep = append(keep, f)
+		}
+	}
+	h.families = keep
 }
 
 // CountRequests makes the handlers count their answers by HTTP code
@@ -32,20 +57,11 @@ func (h *Health) CountRequests(healthz, livez *prometheus.CounterVec) {
 	h.healthzTotal, h.livezTotal = healthz, livez
 }
 
-// NewHealth builds a Health that is unhealthy until the first successful sync. family
-// ("IPv4" or "IPv6") keys the per-family status in the JSON body, as kube-proxy's.
-func NewHealth(timeout time.Duration, family string, c clock.PassiveClock) *Health {
-	if c == nil {
-		c = clock.RealClock{}
-	}
-	return &Health{clock: c, timeout: timeout, family: family, nodeEligible: true}
-}
-
-// Updated records a successful sync.
-func (h *Health) Updated() {
+// Updated records a successful sync of one family.
+func (h *Health) Updated(family string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lastUpdated = h.clock.Now()
+	h.lastUpdated[family] = h.clock.Now()
 }
 
 // SetNodeEligible is false while the node kproxy runs on is being deleted.
@@ -55,7 +71,7 @@ func (h *Health) SetNodeEligible(eligible bool) {
 	h.nodeEligible = eligible
 }
 
-// Healthy is /healthz's verdict (synced recently and the node eligible).
+// Healthy is /healthz's verdict (every family synced recently and the node eligible).
 func (h *Health) Healthy() bool {
 	ok, _ := h.status(true)
 	return ok
@@ -76,23 +92,38 @@ type familyStatus struct {
 	Healthy     bool   `json:"healthy"`
 }
 
-// status reports whether the proxy is healthy, with the JSON body to serve.
+// status reports whether the proxy is healthy, with the JSON body to serve. lastUpdated is
+// the most recent sync of any family, as upstream.
 func (h *Health) status(checkNode bool) (bool, healthStatus) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.clock.Now()
-	synced := !h.lastUpdated.IsZero() && now.Sub(h.lastUpdated) <= h.timeout
-	st := healthStatus{CurrentTime: now.UTC().Format(time.RFC3339Nano), Healthy: synced}
-	if !h.lastUpdated.IsZero() {
-		st.LastUpdated = h.lastUpdated.UTC().Format(time.RFC3339Nano)
-		st.Status = map[string]familyStatus{h.family: {LastUpdated: st.LastUpdated, Healthy: synced}}
+	st := healthStatus{CurrentTime: now.UTC().Format(time.RFC3339Nano), Healthy: true}
+	var newest time.Time
+	for _, fam := range h.families {
+		last, ok := h.lastUpdated[fam]
+		synced := ok && now.Sub(last) <= h.timeout
+		st.Healthy = st.Healthy && synced
+		if !ok {
+			continue
+		}
+		if st.Status == nil {
+			st.Status = map[string]familyStatus{}
+		}
+		st.Status[fam] = familyStatus{LastUpdated: last.UTC().Format(time.RFC3339Nano), Healthy: synced}
+		if last.After(newest) {
+			newest = last
+		}
+	}
+	if !newest.IsZero() {
+		st.LastUpdated = newest.UTC().Format(time.RFC3339Nano)
 	}
 	if checkNode {
 		eligible := h.nodeEligible
 		st.NodeEligible = &eligible
-		return synced && eligible, st
+		return st.Healthy && eligible, st
 	}
-	return synced, st
+	return st.Healthy, st
 }
 
 // Handler serves /healthz and /livez.

@@ -12,7 +12,7 @@ import (
 
 func TestHealth(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	h := NewHealth(60*time.Second, "IPv4", clk)
+	h := NewHealth(60*time.Second, []string{"IPv4"}, clk)
 	get := func(path string) (int, map[string]any) {
 		t.Helper()
 		rec := httptest.NewRecorder()
@@ -31,10 +31,10 @@ func TestHealth(t *testing.T) {
 		wantUpdated string
 	}{
 		{"before the first sync", func() {}, 503, 503, ""},
-		{"just synced", func() { h.Updated() }, 200, 200, "2026-01-02T03:04:05Z"},
+		{"just synced", func() { h.Updated("IPv4") }, 200, 200, "2026-01-02T03:04:05Z"},
 		{"at the timeout", func() { clk.Step(60 * time.Second) }, 200, 200, "2026-01-02T03:04:05Z"},
 		{"past the timeout", func() { clk.Step(time.Second) }, 503, 503, "2026-01-02T03:04:05Z"},
-		{"synced again", func() { h.Updated() }, 200, 200, "2026-01-02T03:05:06Z"},
+		{"synced again", func() { h.Updated("IPv4") }, 200, 200, "2026-01-02T03:05:06Z"},
 		{"node being deleted", func() { h.SetNodeEligible(false) }, 503, 200, "2026-01-02T03:05:06Z"},
 	}
 	for _, st := range steps {
@@ -61,5 +61,25 @@ func TestHealth(t *testing.T) {
 		if code, _ := get("/livez"); code != st.wantLivez {
 			t.Errorf("%s: /livez = %d, want %d", st.name, code, st.wantLivez)
 		}
+	}
+}
+
+// With two families, /healthz is healthy only when both have synced recently.
+func TestHealthDualStack(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	h := NewHealth(time.Minute, []string{"IPv4", "IPv6"}, clk)
+	h.Updated("IPv4")
+	if ok, st := h.status(true); ok || st.Healthy || len(st.Status) != 1 {
+		t.Errorf("only IPv4 synced: healthy %v, status %+v; want unhealthy with one family", ok, st)
+	}
+	clk.Step(time.Second)
+	h.Updated("IPv6")
+	ok, st := h.status(true)
+	if !ok || !st.Status["IPv4"].Healthy || !st.Status["IPv6"].Healthy || st.LastUpdated != "2026-01-02T03:04:06Z" {
+		t.Errorf("both synced: healthy %v, status %+v", ok, st)
+	}
+	clk.Step(time.Minute)
+	if ok, st := h.status(true); ok || st.Status["IPv4"].Healthy || !st.Status["IPv6"].Healthy {
+		t.Errorf("IPv4 stale: healthy %v, status %+v; want IPv4 unhealthy", ok, st)
 	}
 }

@@ -39,13 +39,53 @@ type Tracker interface {
 // Feed wires Service, EndpointSlice and Node informers to a tracker, the reconciler's node
 // info and the health's node eligibility, and requests a sync on every change.
 type Feed struct {
-	Client     kubernetes.Interface
-	NodeName   string
-	Resync     time.Duration // informer resync period (--config-sync-period)
-	Tracker    Tracker
-	Reconciler *Reconciler
-	Health     *Health
-	Request    func()
+	Client   kubernetes.Interface
+	NodeName string
+	Resync   time.Duration // informer resync period (--config-sync-period)
+	Tracker  Tracker
+	// OnNode receives this node's name and zone on every change of its Node object.
+	OnNode  func(endpoints.NodeInfo)
+	Health  *Health
+	Request func()
+}
+
+// Trackers fans the informers' events out to one tracker per IP family.
+type Trackers []Tracker
+
+func (ts Trackers) OnServiceAdd(s *v1.Service) {
+	for _, t := range ts {
+		t.OnServiceAdd(s)
+	}
+}
+
+func (ts Trackers) OnServiceUpdate(old, cur *v1.Service) {
+	for _, t := range ts {
+		t.OnServiceUpdate(old, cur)
+	}
+}
+
+func (ts Trackers) OnServiceDelete(s *v1.Service) {
+	for _, t := range ts {
+		t.OnServiceDelete(s)
+	}
+}
+
+func (ts Trackers) OnEndpointSliceAdd(s *discovery.EndpointSlice) {
+	for _, t := range ts {
+		t.OnEndpointSliceAdd(s)
+	}
+}
+
+func (ts Trackers) OnEndpointSliceUpdate(old, cur *discovery.EndpointSlice) {
+	for _, t := range ts {
+		t.OnEndpointSliceUpdate(old, cur)
+	}
+}
+
+func (ts Trackers) OnEndpointSliceDelete(s *discovery.EndpointSlice) {
+	for _, t := range ts {
+		t.OnEndpointSliceDelete(s)
+	}
 }
 
 // Start starts the informers and waits for their caches, returning an error if ctx ends
@@ -145,7 +185,7 @@ func (f *Feed) onNode(obj any) {
 		return
 	}
 	f.Health.SetNodeEligible(nodeEligible(n))
-	f.Reconciler.SetNode(endpoints.NodeInfo{Name: n.Name, Zone: n.Labels[LabelZone]})
+	f.OnNode(endpoints.NodeInfo{Name: n.Name, Zone: n.Labels[LabelZone]})
 	f.Request()
 }
 

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -22,6 +23,8 @@ type ReconcilerOptions struct {
 	// FullSyncInterval is the longest time between two full syncs (upstream: one hour).
 	FullSyncInterval time.Duration
 	Clock            clock.PassiveClock
+	// Family is the IP family this reconciler's backend programs (default IPv4).
+	Family v1.IPFamily
 	// After a successful Apply, the mode-independent steps (see aftersync.go); each is
 	// optional.
 	After AfterSync
@@ -50,6 +53,9 @@ type Reconciler struct {
 func NewReconciler(src Source, b Backend, m *FamilyMetrics, h *Health, opts ReconcilerOptions) *Reconciler {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
+	}
+	if opts.Family == "" {
+		opts.Family = v1.IPv4Protocol
 	}
 	if opts.FullSyncInterval <= 0 {
 		opts.FullSyncInterval = time.Hour
@@ -110,9 +116,9 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 			}
 		}
 	}
-	r.health.Updated()
+	r.health.Updated(string(r.opts.Family))
 	r.afterSync(ctx, snap, node)
-	logger.V(2).Info("Synced proxy rules", "mode", r.backend.Mode(), "full", full,
+	logger.V(2).Info("Synced proxy rules", "mode", r.backend.Mode(), "ipFamily", r.opts.Family, "full", full,
 		"services", len(snap.Services), "changedServices", len(snap.Changed), "elapsed", end.Sub(start))
 	return nil
 }

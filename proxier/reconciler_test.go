@@ -72,7 +72,7 @@ func TestReconcilerFullSyncRules(t *testing.T) {
 	be := &fakeBackend{errs: []error{nil, nil, errors.New("restore failed")}}
 	all := NewMetrics()
 	m := all.For("IPv4")
-	h := NewHealth(time.Minute, "IPv4", clk)
+	h := NewHealth(time.Minute, []string{"IPv4"}, clk)
 	r := NewReconciler(src, be, m, h, ReconcilerOptions{FullSyncInterval: time.Hour, Clock: clk})
 	r.SetNode(endpoints.NodeInfo{Name: "n1"})
 	ctx := context.Background()
@@ -126,7 +126,7 @@ func TestReconcilerNetworkProgrammingLatency(t *testing.T) {
 		TriggerTimes: map[types.NamespacedName][]time.Time{svc: {clk.Now().Add(-3 * time.Second)}},
 	}}}
 	all := NewMetrics()
-	r := NewReconciler(src, &fakeBackend{}, all.For("IPv4"), NewHealth(time.Minute, "IPv4", clk), ReconcilerOptions{Clock: clk})
+	r := NewReconciler(src, &fakeBackend{}, all.For("IPv4"), NewHealth(time.Minute, []string{"IPv4"}, clk), ReconcilerOptions{Clock: clk})
 	if err := r.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ func newPipeline(t *testing.T) *pipeline {
 	backend := iptproxy.NewProxier(p.ipt, iptproxy.Config{
 		Family: iptables.IPv4, ClusterCIDR: netip.MustParsePrefix("100.64.0.0/16"), MasqueradeBit: 14,
 	})
-	p.rec = proxier.NewReconciler(p.tracker, backend, proxier.NewMetrics().For("IPv4"), proxier.NewHealth(time.Minute, "IPv4", nil), proxier.ReconcilerOptions{})
+	p.rec = proxier.NewReconciler(p.tracker, backend, proxier.NewMetrics().For("IPv4"), proxier.NewHealth(time.Minute, []string{"IPv4"}, nil), proxier.ReconcilerOptions{})
 	p.rec.SetNode(endpoints.NodeInfo{Name: "node1"})
 	return p
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -28,76 +29,83 @@ import (
 	"github.com/kproxy/kproxy/proxier/healthcheck"
 )
 
-// serve wires informers → tracker → reconciler → backend and runs until ctx ends.
+// serve wires informers → trackers → reconcilers → backends (one per IP family) and runs
+// until ctx ends.
 func serve(ctx context.Context, cfg Config) error {
 	logger := klog.FromContext(ctx)
 	nodeName, err := nodeName(cfg.HostnameOverride)
 	if err != nil {
 		return err
 	}
-	family := v1.IPv4Protocol
-	if cfg.BindAddress.Is6() && !cfg.BindAddress.Is4In6() {
-		family = v1.IPv6Protocol
-	}
 	client, err := newClient(cfg)
 	if err != nil {
 		return err
 	}
 	node := waitForNode(ctx, client, nodeName, 30*time.Second)
-	backend, err := newBackend(ctx, cfg, family, node)
-	if err != nil {
-		return err
-	}
-	logger.Info("Starting kproxy", "version", version, "mode", backend.Mode(), "node", nodeName,
-		"ipFamily", family, "clusterCIDRs", cfg.ClusterCIDRs, "syncPeriod", cfg.SyncPeriod,
-		"minSyncPeriod", cfg.MinSyncPeriod)
+	families := ipFamilies(cfg.BindAddress, node)
 
 	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
 	broadcaster.StartRecordingToSink(ctx.Done())
 	defer broadcaster.Shutdown()
-	recorder := broadcaster.NewRecorder(scheme.Scheme, "kproxy")
+	report := proxier.Reporter(ctx, broadcaster.NewRecorder(scheme.Scheme, "kproxy"))
 
-	report := proxier.Reporter(ctx, recorder)
-	tracker := endpoints.NewTracker(endpoints.TrackerOptions{
-		IPFamily:  family,
-		OnInvalid: report,
-		StartTime: time.Now(),
-	})
 	metrics := proxier.NewMetrics()
-	if ip, ok := backend.(*iptproxy.Proxier); ok {
-		metrics.Registry.MustRegister(newIPTablesCollector(ip, string(family)))
+	var names []string
+	for _, f := range families {
+		names = append(names, string(f))
 	}
-	familyMetrics := metrics.For(string(family))
-	health := proxier.NewHealth(2*cfg.SyncPeriod, string(family), nil)
+	health := proxier.NewHealth(2*cfg.SyncPeriod, names, nil)
 	health.CountRequests(metrics.HealthzTotal, metrics.LivezTotal)
 	hc := healthcheck.NewServer(healthcheck.Options{ProxyHealthy: health.Healthy, Logger: logger})
 	defer hc.Close()
-	after := proxier.AfterSync{
-		HealthCheck: hc, Family: family, Report: report,
-		ConntrackDeleted: familyMetrics.ConntrackDeleted,
-	}
-	if ct, err := conntrack.New(conntrack.Options{}); err != nil {
+	ct, err := conntrack.New(conntrack.Options{})
+	if err != nil {
 		logger.Error(err, "Conntrack cleanup disabled: cannot open a netlink socket")
 	} else {
 		defer ct.Close()
-		after.Conntrack = ct
 	}
-	rec := proxier.NewReconciler(tracker, backend, familyMetrics, health, proxier.ReconcilerOptions{After: after})
-	rec.SetNode(endpoints.NodeInfo{Name: nodeName})
-	runner := proxier.NewRunner("sync-proxy-rules", rec.Sync, proxier.RunnerOptions{
-		MinInterval: cfg.MinSyncPeriod,
-		MaxInterval: cfg.SyncPeriod,
-	})
+
+	var stacks []*stack
+	for i, family := range families {
+		st, err := newStack(ctx, stackOptions{
+			cfg: cfg, family: family, node: node, nodeName: nodeName, metrics: metrics,
+			health: health, report: report, conntrack: ct,
+			healthCheck: hc, primary: i == 0,
+		})
+		if err != nil {
+			if i == 0 {
+				return err
+			}
+			logger.Error(err, "Not programming the secondary IP family", "ipFamily", family)
+			health.Without(string(family))
+			continue
+		}
+		stacks = append(stacks, st)
+	}
+	mode := stacks[0].backend.Mode()
+	logger.Info("Starting kproxy", "version", version, "mode", mode, "node", nodeName,
+		"ipFamilies", names, "clusterCIDRs", cfg.ClusterCIDRs, "syncPeriod", cfg.SyncPeriod,
+		"minSyncPeriod", cfg.MinSyncPeriod)
 
 	serveHTTP(ctx, "healthz", cfg.HealthzBindAddress, health.Handler())
-	serveHTTP(ctx, "metrics", cfg.MetricsBindAddress, metrics.Handler(backend.Mode()))
+	serveHTTP(ctx, "metrics", cfg.MetricsBindAddress, metrics.Handler(mode))
 
+	var trackers proxier.Trackers
+	for _, st := range stacks {
+		trackers = append(trackers, st.tracker)
+	}
 	feed := &proxier.Feed{
 		Client: client, NodeName: nodeName, Resync: cfg.ConfigSyncPeriod,
-		Tracker: tracker, Reconciler: rec, Health: health,
+		Tracker: trackers, Health: health,
+		OnNode: func(n endpoints.NodeInfo) {
+			for _, st := range stacks {
+				st.rec.SetNode(n)
+			}
+		},
 		Request: func() {
-			familyMetrics.LastQueuedTimestamp.SetToCurrentTime()
-			runner.Request()
+			for _, st := range stacks {
+				st.request()
+			}
 		},
 	}
 	if err := feed.Start(ctx); err != nil {
@@ -106,9 +114,89 @@ func serve(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
-	runner.Run(ctx)
+	var wg sync.WaitGroup
+	for _, st := range stacks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st.runner.Run(ctx)
+		}()
+	}
+	wg.Wait()
 	logger.Info("Stopped kproxy")
 	return nil
+}
+
+// ipFamilies returns the families to program: the bind address's first, then the other one
+// when the node also has an address of it (dual-stack), as kube-proxy decides.
+func ipFamilies(bind netip.Addr, node *v1.Node) []v1.IPFamily {
+	primary, secondary := v1.IPv4Protocol, v1.IPv6Protocol
+	if bind.Is6() && !bind.Is4In6() {
+		primary, secondary = v1.IPv6Protocol, v1.IPv4Protocol
+	}
+	out := []v1.IPFamily{primary}
+	ip, _ := nodeAddresses(node, func(a netip.Addr) bool { return a.Is4() == (secondary == v1.IPv4Protocol) })
+	if ip.IsValid() {
+		out = append(out, secondary)
+	}
+	return out
+}
+
+// stack is the pipeline of one IP family: tracker → reconciler → backend, driven by a runner.
+type stack struct {
+	tracker *endpoints.Tracker
+	backend proxier.Backend
+	rec     *proxier.Reconciler
+	runner  *proxier.Runner
+	request func()
+}
+
+type stackOptions struct {
+	cfg         Config
+	family      v1.IPFamily
+	node        *v1.Node
+	nodeName    string
+	metrics     *proxier.Metrics
+	health      *proxier.Health
+	report      func(kind, namespace, name, reason, message string)
+	conntrack   conntrack.Interface
+	healthCheck *healthcheck.Server
+	primary     bool // the health-check node ports are served once, by the primary family
+}
+
+func newStack(ctx context.Context, o stackOptions) (*stack, error) {
+	backend, err := newBackend(ctx, o.cfg, o.family, o.node)
+	if err != nil {
+		return nil, err
+	}
+	fm := o.metrics.For(string(o.family))
+	if ip, ok := backend.(*iptproxy.Proxier); ok {
+		o.metrics.Registry.MustRegister(newIPTablesCollector(ip, string(o.family)))
+	}
+	after := proxier.AfterSync{Report: o.report, ConntrackDeleted: fm.ConntrackDeleted}
+	if o.conntrack != nil {
+		after.Conntrack = o.conntrack
+	}
+	if o.primary {
+		after.HealthCheck = o.healthCheck
+	}
+	tracker := endpoints.NewTracker(endpoints.TrackerOptions{
+		IPFamily: o.family, OnInvalid: o.report, StartTime: time.Now(),
+	})
+	rec := proxier.NewReconciler(tracker, backend, fm, o.health,
+		proxier.ReconcilerOptions{Family: o.family, After: after})
+	rec.SetNode(endpoints.NodeInfo{Name: o.nodeName})
+	runner := proxier.NewRunner("sync-proxy-rules-"+string(o.family), rec.Sync, proxier.RunnerOptions{
+		MinInterval: o.cfg.MinSyncPeriod,
+		MaxInterval: o.cfg.SyncPeriod,
+	})
+	return &stack{
+		tracker: tracker, backend: backend, rec: rec, runner: runner,
+		request: func() {
+			fm.LastQueuedTimestamp.SetToCurrentTime()
+			runner.Request()
+		},
+	}, nil
 }
 
 func nodeName(override string) (string, error) {
