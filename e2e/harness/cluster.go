@@ -36,6 +36,7 @@ type Cluster struct {
 	Opts       Options
 	State      string // StateDir(prefix)
 	Nodes      []*Node
+	External   *External            // the external client namespace <prefix>-ext
 	Client     kubernetes.Interface // admin, through the forwarder
 	RESTConfig *rest.Config
 	Reconciler string // the apiserver's endpoint reconciler that worked
@@ -95,7 +96,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Opts: opts, State: StateDir(opts.Prefix), fab: fabName(opts.Prefix),
-		Nodes: plan(opts.Prefix, opts.Nodes, opts.PodsPerNode)}
+		Nodes: plan(opts.Prefix, opts.Nodes, opts.PodsPerNode), External: planExternal(opts.Prefix)}
 	t0 := time.Now()
 	if err := c.step("clean up leftovers of "+opts.Prefix, func() error {
 		rep, err := Cleanup(opts.Prefix)
@@ -184,13 +185,13 @@ func (c *Cluster) buildNodes(ctx context.Context) error {
 	for _, n := range c.Nodes {
 		npods += len(n.Pods)
 	}
-	if err := c.step(fmt.Sprintf("%d node netns (eth0, cni0, routes)", len(c.Nodes)), func() error {
+	if err := c.step(fmt.Sprintf("%d node netns (eth0, cni0, routes), external netns", len(c.Nodes)), func() error {
 		for _, n := range c.Nodes {
 			if err := ensureNode(c.fab, n, c.Nodes); err != nil {
 				return err
 			}
 		}
-		return nil
+		return ensureExternal(c.fab, c.External, c.Nodes)
 	}); err != nil {
 		return err
 	}

@@ -91,3 +91,39 @@ func podIP(i, j int) netip.Addr                   { return netip.AddrFrom4([4]by
 func zoneName(i int) string                       { return fmt.Sprintf("zone-%d", i) }
 func prefixLen(p netip.Prefix) string             { return fmt.Sprintf("%d", p.Bits()) }
 func withLen(a netip.Addr, p netip.Prefix) string { return a.String() + "/" + prefixLen(p) }
+
+// The external client's addresses (see external.go): it hangs off the fabric bridge with
+// ExternalLinkIP, and sends from ExternalClientIP (or ExternalClientIP2, to test source
+// ranges).
+var (
+	ExternalLinkIP    = netip.MustParseAddr("192.0.2.100")
+	ExternalClientIP  = netip.MustParseAddr("198.51.100.10")
+	ExternalClientIP2 = netip.MustParseAddr("198.51.100.11")
+	// ExternalClientCIDR (external clients and LB ingress IPs) and ExternalIPCIDR
+	// (Service externalIPs) are routed from every node to the external namespace.
+	ExternalClientCIDR = netip.MustParsePrefix("198.51.100.0/24")
+	ExternalIPCIDR     = netip.MustParsePrefix("203.0.113.0/24")
+)
+
+// Per-node blocks of LoadBalancer ingress IPs and externalIPs that the external namespace routes
+// to node i (a stand-in for a cloud load balancer or a router sending a VIP to one node).
+const (
+	maxLBNodes         = 7  // 198.51.100.(128+16i)/28 stays inside the /24
+	maxExternalIPNodes = 15 // 203.0.113.(16i)/28
+)
+
+// ExternalNetns is the name of the external client namespace.
+func ExternalNetns(prefix string) string { return prefix + "-ext" }
+
+// LoadBalancerIP is address k (1-14) of node i's LoadBalancer block 198.51.100.(128+16i)/28:
+// the external namespace sends it to node i (i ≤ 7).
+func LoadBalancerIP(i, k int) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, 51, 100, byte(128 + 16*i + k)})
+}
+
+// ExternalIP is address k (1-14) of node i's externalIPs block 203.0.113.(16i)/28: the
+// external namespace sends it to node i (i ≤ 15).
+func ExternalIP(i, k int) netip.Addr { return netip.AddrFrom4([4]byte{203, 0, 113, byte(16*i + k)}) }
+
+func lbBlock(i int) netip.Prefix  { return netip.PrefixFrom(LoadBalancerIP(i, 0), 28) }
+func extBlock(i int) netip.Prefix { return netip.PrefixFrom(ExternalIP(i, 0), 28) }

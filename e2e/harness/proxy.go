@@ -43,6 +43,20 @@ func (c *Cluster) proxyArgs(n *Node) ([]string, error) {
 
 // StartProxy starts the proxy on node n and waits for its /healthz to answer 200.
 func (c *Cluster) StartProxy(ctx context.Context, n *Node) error {
+	return c.startProxy(ctx, n, nil)
+}
+
+// RestartProxy stops the proxy on node n (its rules stay) and starts it again with the
+// sandbox's flags plus extra (later flags win), then waits for /healthz 200. Call it again
+// without extra to go back to the usual flags.
+func (c *Cluster) RestartProxy(ctx context.Context, n *Node, extra ...string) error {
+	if err := c.StopProxy(n); err != nil {
+		return err
+	}
+	return c.startProxy(ctx, n, extra)
+}
+
+func (c *Cluster) startProxy(ctx context.Context, n *Node, extra []string) error {
 	if c.Opts.Proxy == ProxyNone {
 		return nil
 	}
@@ -50,6 +64,7 @@ func (c *Cluster) StartProxy(ctx context.Context, n *Node) error {
 	if err != nil {
 		return err
 	}
+	args = append(args, extra...)
 	p, err := start(c.State, startOptions{name: "proxy-" + n.Name, ns: n.Name, args: args})
 	if err != nil {
 		return err

@@ -68,6 +68,7 @@ func ensureNode(fab string, n *Node, peers []*Node) error {
 		{"-n", n.Name, "route", "add", ServiceCIDR.String(), "via", FabricIP.String()},
 		{"-n", fab, "route", "add", n.PodCIDR.String(), "via", n.IP.String()},
 	}
+	cmds = append(cmds, externalRoutes(n)...)
 	for _, p := range peers {
 		if p != n {
 			cmds = append(cmds, []string{"-n", n.Name, "route", "add", p.PodCIDR.String(), "via", p.IP.String()})

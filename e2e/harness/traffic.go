@@ -1,9 +1,11 @@
 package harness
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -62,14 +64,31 @@ const (
 	UDP Proto = "udp"
 )
 
-// Request runs `echo client --PROTO addr --timeout T` inside the namespace ns (a pod or a
-// node) and returns the reply. A refused connection is ErrRefused, no answer ErrTimeout.
+// RequestOptions are the optional parts of a request.
+type RequestOptions struct {
+	Timeout time.Duration // the echo client's overall timeout (default 1 s)
+	Src     netip.Addr    // source address to bind (default: the kernel's choice)
+}
+
+// Request runs `echo client --PROTO addr --timeout T` inside the namespace ns (a pod, a node or
+// the external client) and returns the reply. A refused connection is ErrRefused, no answer
+// ErrTimeout.
 func (c *Cluster) Request(ctx context.Context, ns string, proto Proto, addr string, timeout time.Duration) (Reply, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+	return c.RequestWith(ctx, ns, proto, addr, RequestOptions{Timeout: timeout})
+}
+
+// RequestWith is Request with options (a source address).
+func (c *Cluster) RequestWith(ctx context.Context, ns string, proto Proto, addr string, o RequestOptions) (Reply, error) {
+	if o.Timeout == 0 {
+		o.Timeout = time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout+5*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "nsenter", "--net="+NetnsPath(ns), "--",
-		c.Opts.EchoBin, "client", "--"+string(proto), addr, "--timeout", timeout.String())
-	out, err := cmd.Output()
+	args := []string{"--net=" + NetnsPath(ns), "--", c.Opts.EchoBin, "client", "--" + string(proto), addr, "--timeout", o.Timeout.String()}
+	if o.Src.IsValid() {
+		args = append(args, "--src", o.Src.String())
+	}
+	out, err := exec.CommandContext(ctx, "nsenter", args...).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -88,6 +107,47 @@ func (c *Cluster) Request(ctx context.Context, ns string, proto Proto, addr stri
 	}
 	return ParseReply(string(out))
 }
+
+// HeldConn is a long-lived TCP connection to an echo server in hold mode, made from inside a
+// namespace by the test process itself.
+type HeldConn struct {
+	conn net.Conn
+	rd   *bufio.Reader
+}
+
+// Hold opens a TCP connection from ns to addr, asks the echo server to hold it open ("hold"
+// line) and returns it with the server's first reply.
+func Hold(ctx context.Context, ns, addr string) (*HeldConn, Reply, error) {
+	conn, err := DialIn(ctx, ns, "tcp", addr)
+	if err != nil {
+		return nil, Reply{}, fmt.Errorf("hold %s from %s: %w", addr, ns, err)
+	}
+	h := &HeldConn{conn: conn, rd: bufio.NewReader(conn)}
+	r, err := h.exchange("hold")
+	if err != nil {
+		_ = conn.Close()
+		return nil, Reply{}, fmt.Errorf("hold %s from %s: %w", addr, ns, err)
+	}
+	return h, r, nil
+}
+
+// Ping sends a line on the held connection and returns the server's answer.
+func (h *HeldConn) Ping() (Reply, error) { return h.exchange("ping") }
+
+func (h *HeldConn) exchange(line string) (Reply, error) {
+	_ = h.conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := fmt.Fprintf(h.conn, "%s\n", line); err != nil {
+		return Reply{}, err
+	}
+	got, err := h.rd.ReadString('\n')
+	if err != nil {
+		return Reply{}, err
+	}
+	return ParseReply(got)
+}
+
+// Close closes the held connection.
+func (h *HeldConn) Close() error { return h.conn.Close() }
 
 // TB is the part of testing.TB the harness uses.
 type TB interface {

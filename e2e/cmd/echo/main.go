@@ -3,9 +3,11 @@
 //	echo server [--name NAME] [--port 8080]
 //	    TCP and UDP on the same port. A TCP client gets "name=NAME client=IP:PORT\n" after it
 //	    sends its first line (or after 200 ms of silence, for nc users), then the connection is
-//	    closed; an HTTP GET gets the same line as a 200 response body, so curl works. Each UDP
+//	    closed; an HTTP GET gets the same line as a 200 response body, so curl works. A first
+//	    line "hold" keeps the connection open: the line is sent again for every line the
+//	    client sends, until it closes (long-lived connections across proxy restarts). Each UDP
 //	    datagram gets the line back.
-//	echo client (--tcp ADDR | --udp ADDR) [--timeout 1s]
+//	echo client (--tcp ADDR | --udp ADDR) [--timeout 1s] [--src IP]
 //	    Prints the server's line. Exit 0 on a reply, 1 when refused, 2 on timeout, 3 when the
 //	    network is unreachable (or another error), with the error on stderr.
 package main
@@ -48,7 +50,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: echo server [--name NAME] [--port 8080]\n       echo client (--tcp ADDR | --udp ADDR) [--timeout 1s]")
+	fmt.Fprintln(os.Stderr, "usage: echo server [--name NAME] [--port 8080]\n       echo client (--tcp ADDR | --udp ADDR) [--timeout 1s] [--src IP]")
 	os.Exit(exitUsage)
 }
 
@@ -91,6 +93,10 @@ func serveTCP(c net.Conn, name string) {
 	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	r := bufio.NewReader(c)
 	first, _ := r.ReadString('\n')
+	if strings.TrimSpace(first) == "hold" {
+		hold(c, r, line)
+		return
+	}
 	if strings.HasPrefix(first, "GET ") {
 		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		for { // the rest of the request head
@@ -104,6 +110,19 @@ func serveTCP(c net.Conn, name string) {
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	_, _ = io.WriteString(c, line)
+}
+
+// hold answers line to the "hold" request and to every line after it, with no deadline.
+func hold(c net.Conn, r *bufio.Reader, line string) {
+	_ = c.SetDeadline(time.Time{})
+	for {
+		if _, err := io.WriteString(c, line); err != nil {
+			return
+		}
+		if _, err := r.ReadString('\n'); err != nil {
+			return
+		}
+	}
 }
 
 func serveUDP(pc net.PacketConn, name string) {
@@ -123,14 +142,22 @@ func client(args []string) int {
 	tcp := fs.String("tcp", "", "TCP address to connect to")
 	udp := fs.String("udp", "", "UDP address to send a datagram to")
 	timeout := fs.Duration("timeout", time.Second, "overall timeout")
+	src := fs.String("src", "", "source IP to bind (default: the kernel's choice)")
 	_ = fs.Parse(args)
+	var local net.IP
+	if *src != "" {
+		if local = net.ParseIP(*src); local == nil {
+			fmt.Fprintf(os.Stderr, "--src %q: not an IP\n", *src)
+			return exitUsage
+		}
+	}
 	var reply string
 	var err error
 	switch {
 	case *tcp != "" && *udp == "":
-		reply, err = tcpRequest(*tcp, *timeout)
+		reply, err = tcpRequest(*tcp, local, *timeout)
 	case *udp != "" && *tcp == "":
-		reply, err = udpRequest(*udp, *timeout)
+		reply, err = udpRequest(*udp, local, *timeout)
 	default:
 		usage()
 	}
@@ -143,9 +170,13 @@ func client(args []string) int {
 	return 0
 }
 
-func tcpRequest(addr string, timeout time.Duration) (string, error) {
+func tcpRequest(addr string, local net.IP, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
-	c, err := net.DialTimeout("tcp", addr, timeout)
+	d := net.Dialer{Timeout: timeout}
+	if local != nil {
+		d.LocalAddr = &net.TCPAddr{IP: local}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return "", err
 	}
@@ -157,8 +188,12 @@ func tcpRequest(addr string, timeout time.Duration) (string, error) {
 	return readLine(c)
 }
 
-func udpRequest(addr string, timeout time.Duration) (string, error) {
-	c, err := net.Dial("udp", addr)
+func udpRequest(addr string, local net.IP, timeout time.Duration) (string, error) {
+	d := net.Dialer{}
+	if local != nil {
+		d.LocalAddr = &net.UDPAddr{IP: local}
+	}
+	c, err := d.Dial("udp", addr)
 	if err != nil {
 		return "", err
 	}
