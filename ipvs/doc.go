@@ -1,0 +1,64 @@
+// Package ipvs is kproxy's IPVS proxy mode: upstream kube-proxy's IPVS layout (one virtual
+// server per service IP:port:protocol, the service addresses bound to the dummy device
+// kube-ipvs0, kube-proxy's ipsets, and a small fixed set of iptables chains matching them),
+// computed by a pure function and reconciled against the kernel by difference.
+//
+// # Layout
+//
+//   - plan.go: ComputePlan (pure) turns services, endpoints and the node into a Plan:
+//     virtual servers (scheduler, ClientIP affinity as persistence with the service's
+//     timeout, FlagSourceHash for mh) with their real servers (weight 1): the ClusterIP uses
+//     Categorized.Internal, node ports (one virtual server per Config.NodeIPs address),
+//     externalIPs and load-balancer IPs use Categorized.External; the addresses to bind on
+//     kube-ipvs0 (ClusterIPs, externalIPs, load-balancer IPs that are not node IPs); the
+//     entries of every kube-proxy set (ipset.KubeSets); and the rules (rules.go).
+//   - rules.go: renderRules is upstream's writeIptablesRules, rule for rule and comment for
+//     comment (KUBE-SERVICES, KUBE-POSTROUTING with the KUBE-LOOP-BACK hairpin masquerade,
+//     KUBE-MARK-MASQ, KUBE-NODE-PORT, KUBE-LOAD-BALANCER, KUBE-FORWARD, KUBE-PROXY-FIREWALL,
+//     KUBE-SOURCE-RANGES-FIREWALL, KUBE-IPVS-FILTER, KUBE-IPVS-OUT-FILTER) and the jumps
+//     from the built-in chains. Golden files in testdata/ (go test -update).
+//   - interface.go: the writers, IPVS and Links; kernel_linux.go implements both (Kernel,
+//     moby/ipvs and netlink sockets bound to one namespace path); fake.go has stateful fakes.
+//   - proxier.go, reconcile.go, iptables.go: the Backend.
+//
+// A service with no endpoints keeps its virtual server with no real server: the kernel
+// answers its traffic with ICMP port unreachable (ip_vs_leave), so clients see "connection
+// refused" at once, as with upstream. KUBE-IPVS-FILTER rejects new connections to a
+// kube-ipvs0 address on a port that is not a service port.
+//
+// # A sync (Proxier.Apply)
+//
+//  1. ComputePlan; ensure kube-ipvs0 (created down, with the dummy driver's NOARP, as
+//     upstream) and list its addresses.
+//  2. ipset.Reconcile of every set (entries added before others are deleted).
+//  3. List the virtual servers (one dump); add the missing ones, update those whose
+//     scheduler, flags or timeout differ; list the real servers of new virtual servers,
+//     of changed services (all of them in a full sync) and of those with draining real
+//     servers, and add, re-weight or drain the difference.
+//  4. Bind the missing addresses to kube-ipvs0.
+//  5. iptables: one iptables-save per table, compare the owned chains (in iptables-save's
+//     canonical form) with the plan, one iptables-restore --noflush of the chains that
+//     differ, then the built-in-chain jumps that are missing (iptables -I).
+//  6. Unbind stale kube-ipvs0 addresses; delete stale virtual servers kproxy owns.
+//
+// Graceful termination (upstream's graceful_termination.go, but stateless): a real server
+// no longer wanted (endpoint removed, or terminating while ready ones exist) is deleted at
+// once when it has no active and no inactive connection, or is UDP/SCTP; otherwise it gets
+// weight 0 and is looked at again every sync until its connections reach 0. A real server
+// wanted again is set back to weight 1. The weight-0 real servers in the kernel are the
+// state, so a restart loses nothing.
+//
+// Ownership: kproxy deletes a virtual server no service wants only when it is of the
+// proxier's family, outside Config.ExcludeCIDRs, and on an address bound to kube-ipvs0 (at
+// the start of the sync), a node IP, a Config.ServiceCIDRs address, or one it planned in
+// an earlier sync. It removes kube-ipvs0 addresses no service wants, except excluded ones.
+// Sets it never destroys; chains it only rewrites (its own names).
+//
+// A restart with nothing changed writes nothing: every step compares first. What scales:
+// a sync costs one IPVS dump plus one real-server dump per inspected virtual server, one
+// ipset listing per set, two iptables-save and one kube-ipvs0 address dump; writes are one
+// netlink message per changed object and at most one iptables-restore.
+//
+// Imports: endpoints (the model), ipset and iptables (kernel libraries), moby/ipvs and
+// vishvananda/netlink in kernel_linux.go only. It must not import proxier or another mode.
+package ipvs

@@ -1,0 +1,203 @@
+package ipvs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/kproxy/kproxy/endpoints"
+	"github.com/kproxy/kproxy/ipset"
+	"github.com/kproxy/kproxy/iptables"
+)
+
+// Writers are the kernel interfaces the Proxier writes through, all bound to the node's
+// network namespace.
+type Writers struct {
+	IPVS     IPVS
+	Links    Links
+	IPSet    ipset.Interface
+	IPTables iptables.Interface
+}
+
+// SyncStats describes the last successful sync, for the metrics layer and tests.
+type SyncStats struct {
+	VirtualServers, RealServers   int
+	VSAdded, VSUpdated, VSDeleted int
+	RSAdded, RSUpdated, RSDeleted int
+	// Draining is how many real servers are at weight 0 waiting for their connections.
+	Draining                    int
+	AddrsBound, AddrsUnbound    int
+	SetEntriesAdded, SetDeleted int
+	ChainsWritten, JumpsEnsured int
+}
+
+// Writes is how many kernel objects the sync changed.
+func (s SyncStats) Writes() int {
+	return s.VSAdded + s.VSUpdated + s.VSDeleted + s.RSAdded + s.RSUpdated + s.RSDeleted +
+		s.AddrsBound + s.AddrsUnbound + s.SetEntriesAdded + s.SetDeleted + s.ChainsWritten + s.JumpsEnsured
+}
+
+// Proxier is the IPVS mode backend (proxier.Backend). Apply must not be called
+// concurrently with itself.
+type Proxier struct {
+	w   Writers
+	cfg Config
+
+	// planned are the virtual servers of the last plan: kproxy's even when their address
+	// is no longer bound anywhere.
+	planned map[VSKey]bool
+	// draining are the virtual servers with real servers at weight 0.
+	draining map[VSKey]bool
+	// synced is false until a sync succeeded, and after a failure: the next sync is full.
+	synced bool
+	last   SyncStats
+}
+
+// NewProxier returns an IPVS mode backend writing through w. cfg.Scheduler must pass
+// ValidateScheduler. It does nothing until the first Apply.
+func NewProxier(w Writers, cfg Config) (*Proxier, error) {
+	if err := ValidateScheduler(cfg.Scheduler); err != nil {
+		return nil, err
+	}
+	if w.IPVS == nil || w.Links == nil || w.IPSet == nil || w.IPTables == nil {
+		return nil, errors.New("ipvs proxier: every writer must be set")
+	}
+	return &Proxier{w: w, cfg: cfg, planned: map[VSKey]bool{}, draining: map[VSKey]bool{}}, nil
+}
+
+// Mode returns "ipvs".
+func (p *Proxier) Mode() string { return "ipvs" }
+
+// LastSync returns the stats of the last successful sync.
+func (p *Proxier) LastSync() SyncStats { return p.last }
+
+// Apply brings the kernel to the state snap describes: ipsets, then virtual and real
+// servers, then kube-ipvs0 addresses, then the iptables chains, then the removal of stale
+// addresses and virtual servers (see the package documentation). Only the difference is
+// written. A partial sync (full false) lists the real servers only of the changed services
+// and of virtual servers with draining real servers.
+func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, full bool) error {
+	start := time.Now()
+	full = full || !p.synced
+	plan := ComputePlan(PlanInput{Services: snap.Services, Endpoints: snap.Endpoints, Node: node, Config: p.cfg})
+	st, err := p.apply(ctx, plan, snap, full)
+	if err != nil {
+		p.synced = false
+		return err
+	}
+	p.synced = true
+	p.last = st
+	klog.FromContext(ctx).V(2).Info("Synced IPVS rules", "full", full, "virtualServers", st.VirtualServers,
+		"realServers", st.RealServers, "writes", st.Writes(), "draining", st.Draining,
+		"conflicts", plan.Conflicts, "elapsed", time.Since(start))
+	return nil
+}
+
+func (p *Proxier) apply(ctx context.Context, plan Plan, snap endpoints.Snapshot, full bool) (SyncStats, error) {
+	st := SyncStats{VirtualServers: len(plan.VirtualServers)}
+	for _, vs := range plan.VirtualServers {
+		st.RealServers += len(vs.RealServers)
+	}
+	if _, err := p.w.Links.EnsureDummy(ctx, DummyDevice); err != nil {
+		return st, err
+	}
+	boundList, err := p.w.Links.ListAddrs(ctx, DummyDevice)
+	if err != nil {
+		return st, err
+	}
+	bound := map[netip.Addr]bool{}
+	for _, a := range boundList {
+		bound[a] = true
+	}
+	res, err := ipset.Reconcile(ctx, p.w.IPSet, plan.Sets, ipset.ReconcileOptions{RebuildThreshold: p.cfg.IPSetRebuildThreshold})
+	st.SetEntriesAdded, st.SetDeleted = res.Added, res.Deleted
+	if err != nil {
+		return st, err
+	}
+	have, err := p.listVirtualServers(ctx)
+	if err != nil {
+		return st, err
+	}
+	sync := &ipvsSync{
+		ipvs: p.w.IPVS, cfg: p.cfg, draining: map[VSKey]bool{},
+		owned:   ownership{cfg: p.cfg, bound: bound, planned: p.planned}.owns,
+		inspect: inspector{full: full, changed: snap.Changed, draining: p.draining}.inspect,
+	}
+	sync.ensureVirtualServers(ctx, plan, have)
+	var errs []error
+	errs = append(errs, p.bindAddrs(ctx, plan, bound, &st)...)
+	rst, err := syncRules(ctx, p.w.IPTables, p.cfg.Family, plan.Chains)
+	st.ChainsWritten, st.JumpsEnsured = rst.ChainsWritten, rst.JumpsEnsured
+	if err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, p.unbindStale(ctx, plan, boundList, &st)...)
+	sync.deleteStale(ctx, plan, have)
+	errs = append(errs, sync.errs...)
+	p.recordIPVS(plan, sync, &st)
+	return st, errors.Join(errs...)
+}
+
+func (p *Proxier) listVirtualServers(ctx context.Context) (map[VSKey]VirtualServer, error) {
+	list, err := p.w.IPVS.ListVirtualServers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[VSKey]VirtualServer, len(list))
+	for _, vs := range list {
+		have[vs.VSKey] = vs
+	}
+	return have, nil
+}
+
+func (p *Proxier) recordIPVS(plan Plan, sync *ipvsSync, st *SyncStats) {
+	s := sync.stats
+	st.VSAdded, st.VSUpdated, st.VSDeleted = s.VSAdded, s.VSUpdated, s.VSDeleted
+	st.RSAdded, st.RSUpdated, st.RSDeleted, st.Draining = s.RSAdded, s.RSUpdated, s.RSDeleted, s.Draining
+	planned := make(map[VSKey]bool, len(plan.VirtualServers))
+	for _, vs := range plan.VirtualServers {
+		planned[vs.VSKey] = true
+	}
+	p.planned, p.draining = planned, sync.draining
+}
+
+// bindAddrs binds the planned addresses that kube-ipvs0 lacks.
+func (p *Proxier) bindAddrs(ctx context.Context, plan Plan, bound map[netip.Addr]bool, st *SyncStats) []error {
+	var errs []error
+	for _, ip := range plan.Bind {
+		if bound[ip] {
+			continue
+		}
+		if err := p.w.Links.AddAddr(ctx, DummyDevice, ip); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st.AddrsBound++
+	}
+	return errs
+}
+
+// unbindStale removes from kube-ipvs0 the addresses of the family that no service wants,
+// except those in ExcludeCIDRs.
+func (p *Proxier) unbindStale(ctx context.Context, plan Plan, bound []netip.Addr, st *SyncStats) []error {
+	want := map[netip.Addr]bool{}
+	for _, ip := range plan.Bind {
+		want[ip] = true
+	}
+	var errs []error
+	for _, ip := range bound {
+		if want[ip] || !p.cfg.ofFamily(ip) || p.cfg.excluded(ip) {
+			continue
+		}
+		if err := p.w.Links.DelAddr(ctx, DummyDevice, ip); err != nil {
+			errs = append(errs, fmt.Errorf("remove stale address: %w", err))
+			continue
+		}
+		st.AddrsUnbound++
+	}
+	return errs
+}
