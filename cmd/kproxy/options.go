@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/kproxy/kproxy/ipvs"
 	"k8s.io/klog/v2"
 	kpv1alpha1 "k8s.io/kube-proxy/config/v1alpha1"
 	"sigs.k8s.io/yaml"
@@ -46,6 +48,10 @@ type Config struct {
 	LocalhostNodePorts bool
 	ServiceCIDRs       []netip.Prefix
 
+	IPVSScheduler    string
+	IPVSStrictARP    bool
+	IPVSExcludeCIDRs []netip.Prefix
+
 	APIQPS   float32
 	APIBurst int32
 }
@@ -71,6 +77,7 @@ func defaultConfig() Config {
 		ConfigSyncPeriod:   15 * time.Minute,
 		MasqueradeBit:      14,
 		DetectLocalMode:    "ClusterCIDR",
+		IPVSScheduler:      "rr",
 		APIQPS:             5,
 		APIBurst:           10,
 	}
@@ -103,6 +110,9 @@ type flagValues struct {
 	nodePortAddrs    []string
 	localhostNP      bool
 	serviceCIDRs     string
+	ipvsScheduler    string
+	ipvsStrictARP    bool
+	ipvsExclude      []string
 }
 
 func newFlagSet(fv *flagValues) *pflag.FlagSet {
@@ -136,6 +146,9 @@ func newFlagSet(fv *flagValues) *pflag.FlagSet {
 	fs.StringSliceVar(&fv.nodePortAddrs, "nodeport-addresses", nil, "CIDRs of the node addresses NodePorts answer on, or 'primary' for the node's primary IP. Default: every local address.")
 	fs.BoolVar(&fv.localhostNP, "iptables-localhost-nodeports", false, "Also answer NodePorts on 127.0.0.0/8 (sets net.ipv4.conf.all.route_localnet=1). Off by default in kproxy (on in kube-proxy).")
 	fs.StringVar(&fv.serviceCIDRs, "service-cluster-ip-range", "", "The service CIDRs (comma-separated, kproxy only). When set, traffic to an address in them that no service port captures is rejected with one rule per range.")
+	fs.StringVar(&fv.ipvsScheduler, "ipvs-scheduler", "rr", "The IPVS scheduler: rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq or mh.")
+	fs.BoolVar(&fv.ipvsStrictARP, "ipvs-strict-arp", false, "Set arp_ignore=1 and arp_announce=2 so service IPs on kube-ipvs0 are not answered by ARP.")
+	fs.StringSliceVar(&fv.ipvsExclude, "ipvs-exclude-cidrs", nil, "CIDRs whose IPVS virtual servers kproxy never touches (owned by someone else).")
 	fs.BoolVar(&fv.version, "version", false, "Print the version and exit.")
 
 	// klog's flags (-v, --vmodule, ...), as kube-proxy has them.
@@ -255,6 +268,17 @@ func applyConfigFile(cfg *Config, path string) error {
 		}
 		cfg.NodePortAddresses, cfg.NodePortPrimary = p, primary
 	}
+	if kc.IPVS.Scheduler != "" {
+		cfg.IPVSScheduler = kc.IPVS.Scheduler
+	}
+	cfg.IPVSStrictARP = kc.IPVS.StrictARP
+	if len(kc.IPVS.ExcludeCIDRs) > 0 {
+		p, err := parseCIDRs(strings.Join(kc.IPVS.ExcludeCIDRs, ","))
+		if err != nil {
+			return usagef("--config %s: ipvs.excludeCIDRs: %w", path, err)
+		}
+		cfg.IPVSExcludeCIDRs = p
+	}
 	if kc.IPTables.LocalhostNodePorts != nil {
 		cfg.LocalhostNodePorts = *kc.IPTables.LocalhostNodePorts
 	}
@@ -361,6 +385,19 @@ func applyFlags(cfg *Config, fs *pflag.FlagSet, fv *flagValues) error {
 		}
 		cfg.ServiceCIDRs = p
 	}
+	if set("ipvs-scheduler") {
+		cfg.IPVSScheduler = fv.ipvsScheduler
+	}
+	if set("ipvs-strict-arp") {
+		cfg.IPVSStrictARP = fv.ipvsStrictARP
+	}
+	if set("ipvs-exclude-cidrs") {
+		p, err := parseCIDRs(strings.Join(fv.ipvsExclude, ","))
+		if err != nil {
+			return usagef("invalid --ipvs-exclude-cidrs: %w", err)
+		}
+		cfg.IPVSExcludeCIDRs = p
+	}
 	if set("kube-api-qps") {
 		cfg.APIQPS = fv.apiQPS
 	}
@@ -409,6 +446,9 @@ func validate(cfg *Config) error {
 		if _, err := netip.ParseAddrPort("0.0.0.0:" + port); err != nil {
 			return usagef("invalid %s %q: bad port %q", a.name, a.v, port)
 		}
+	}
+	if err := ipvs.ValidateScheduler(cfg.IPVSScheduler); err != nil {
+		return usagef("invalid --ipvs-scheduler %q: use rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq or mh", cfg.IPVSScheduler)
 	}
 	switch cfg.DetectLocalMode {
 	case "ClusterCIDR", "NodeCIDR":

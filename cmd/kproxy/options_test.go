@@ -77,8 +77,14 @@ func TestParseConfig(t *testing.T) {
 			want: func(c *Config) { c.NodePortPrimary = true; c.DetectLocalMode = "NodeCIDR" },
 		},
 		{
-			name: "proxy-mode alias", args: []string{"--proxy-mode=ipvs", "--ipvs-sync-period=7s"},
-			want: func(c *Config) { c.Mode = "ipvs"; c.SyncPeriod = 7 * time.Second },
+			name: "proxy-mode alias", args: []string{"--proxy-mode=ipvs", "--ipvs-sync-period=7s", "--ipvs-scheduler=mh", "--ipvs-strict-arp", "--ipvs-exclude-cidrs=198.51.100.0/24"},
+			want: func(c *Config) {
+				c.Mode = "ipvs"
+				c.SyncPeriod = 7 * time.Second
+				c.IPVSScheduler = "mh"
+				c.IPVSStrictARP = true
+				c.IPVSExcludeCIDRs = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
+			},
 		},
 		{
 			name: "iptables period ignored in ipvs mode", args: []string{"--mode=ipvs", "--iptables-sync-period=7s"},
@@ -145,6 +151,8 @@ func TestBadInputExitsTwo(t *testing.T) {
 		{"bad healthz address", []string{"--healthz-bind-address=:::"}, "invalid --healthz-bind-address"},
 		{"masquerade bit", []string{"--iptables-masquerade-bit=32"}, "masquerade-bit"},
 		{"stray argument", []string{"iptables"}, "unexpected argument"},
+		{"unknown ipvs scheduler", []string{"--mode=ipvs", "--ipvs-scheduler=fastest"}, "invalid --ipvs-scheduler"},
+		{"bad exclude cidr", []string{"--ipvs-exclude-cidrs=10.0.0.0/8,x"}, "invalid --ipvs-exclude-cidrs"},
 		{"unknown detect-local-mode", []string{"--detect-local-mode=Magic"}, "unknown --detect-local-mode"},
 		{"bridge mode without bridge", []string{"--detect-local-mode=BridgeInterface"}, "needs --pod-bridge-interface"},
 		{"bad nodeport address", []string{"--nodeport-addresses=192.0.2.0/24,nope"}, "invalid --nodeport-addresses"},

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +23,10 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kproxy/kproxy/endpoints"
+	"github.com/kproxy/kproxy/ipset"
 	"github.com/kproxy/kproxy/iptables"
 	iptproxy "github.com/kproxy/kproxy/iptables/proxy"
+	"github.com/kproxy/kproxy/ipvs"
 	"github.com/kproxy/kproxy/proxier"
 	"github.com/kproxy/kproxy/proxier/conntrack"
 	"github.com/kproxy/kproxy/proxier/healthcheck"
@@ -287,9 +290,105 @@ func newBackend(ctx context.Context, cfg Config, family v1.IPFamily, node *v1.No
 			MasqueradeBit:         int(cfg.MasqueradeBit),
 		}), nil
 	case "ipvs":
-		return nil, errors.New("--mode=ipvs is not implemented yet in this kproxy build; use --mode=iptables")
+		return newIPVSBackend(ctx, cfg, family, node)
 	}
 	return nil, fmt.Errorf("unknown mode %q", cfg.Mode)
+}
+
+// newIPVSBackend builds the IPVS mode: IPVS and kube-ipvs0 over netlink, ipsets over netlink,
+// the fixed iptables rules through iptables-restore, and the sysctls IPVS needs.
+func newIPVSBackend(ctx context.Context, cfg Config, family v1.IPFamily, node *v1.Node) (proxier.Backend, error) {
+	logger := klog.FromContext(ctx)
+	ofFamily := func(a netip.Addr) bool { return a.Is4() == (family == v1.IPv4Protocol) }
+	var clusterCIDR netip.Prefix
+	for _, p := range cfg.ClusterCIDRs {
+		if ofFamily(p.Addr()) {
+			clusterCIDR = p
+		}
+	}
+	nodeIP, podCIDR := nodeAddresses(node, ofFamily)
+	detector, err := localDetector(cfg, clusterCIDR, podCIDR)
+	if err != nil {
+		return nil, err
+	}
+	fam := iptables.IPv4
+	if family == v1.IPv6Protocol {
+		fam = iptables.IPv6
+	}
+	ipvsCfg := ipvs.Config{
+		Family: fam, Scheduler: cfg.IPVSScheduler,
+		NodeIPs: nodePortIPs(node, ofFamily, cfg.NodePortAddresses, cfg.NodePortPrimary), NodeIP: nodeIP,
+		ClusterCIDR: clusterCIDR, LocalDetector: ipvs.LocalDetector(detector),
+		MasqueradeAll: cfg.MasqueradeAll, MasqueradeBit: int(cfg.MasqueradeBit),
+		StrictARP: cfg.IPVSStrictARP, ExcludeCIDRs: cfg.IPVSExcludeCIDRs, ServiceCIDRs: cfg.ServiceCIDRs,
+	}
+	for _, sc := range ipvs.RequiredSysctls(ipvsCfg, connReuseZero()) {
+		if err := os.WriteFile("/proc/sys/"+sc.Path, []byte(sc.Value), 0o644); err != nil {
+			return nil, fmt.Errorf("ipvs mode needs sysctl %s=%s: %w (is the ip_vs module loaded? modprobe ip_vs)", sc.Path, sc.Value, err)
+		}
+	}
+	kernel, err := ipvs.NewKernel("")
+	if err != nil {
+		return nil, fmt.Errorf("open IPVS: %w (is the ip_vs module loaded? modprobe ip_vs)", err)
+	}
+	sets, err := ipset.New(ipset.Options{})
+	if err != nil {
+		kernel.Close()
+		return nil, fmt.Errorf("open ipset netlink: %w (modprobe ip_set)", err)
+	}
+	p, err := ipvs.NewProxier(ipvs.Writers{
+		IPVS: kernel, Links: kernel, IPSet: sets,
+		IPTables: iptables.New(iptables.Options{IPv6: family == v1.IPv6Protocol}),
+	}, ipvsCfg)
+	if err != nil {
+		kernel.Close()
+		sets.Close()
+		return nil, err
+	}
+	logger.Info("ipvs mode", "scheduler", cfg.IPVSScheduler, "nodeIPs", ipvsCfg.NodeIPs,
+		"localDetector", detector, "strictARP", cfg.IPVSStrictARP, "excludeCIDRs", cfg.IPVSExcludeCIDRs)
+	return p, nil
+}
+
+// nodePortIPs are the node addresses of the family NodePorts answer on: every address of
+// the Node object, narrowed by --nodeport-addresses ("primary": the first).
+func nodePortIPs(n *v1.Node, ofFamily func(netip.Addr) bool, within []netip.Prefix, primary bool) []netip.Addr {
+	if n == nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range n.Status.Addresses {
+		if a.Type != v1.NodeInternalIP && a.Type != v1.NodeExternalIP {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Address)
+		if err != nil || !ofFamily(ip) {
+			continue
+		}
+		if len(within) > 0 && !slices.ContainsFunc(within, func(p netip.Prefix) bool { return p.Contains(ip) }) {
+			continue
+		}
+		out = append(out, ip)
+		if primary {
+			break
+		}
+	}
+	return out
+}
+
+// connReuseZero says whether net.ipv4.vs.conn_reuse_mode must be 0: on kernels 4.1 to 5.8,
+// as kube-proxy decides (later kernels fixed the bug it works around).
+func connReuseZero() bool {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(string(b), "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	v := major*1000 + minor
+	return v >= 4001 && v < 5009
 }
 
 // waitForNode reads this node's Node object, waiting up to timeout for it to exist (a

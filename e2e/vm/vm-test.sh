@@ -2,7 +2,8 @@
 # e2e/vm/vm-test.sh: the IPVS VM tier. Builds the in-VM test binaries (static) and runs
 # each in its own VM boot through run-test.sh:
 #   - e2e/vm/smoke (tag vm): dummy kube-ipvs0 + IPVS + real TCP across namespaces;
-#   - ipset (tag netns): the ipset contract tests on Debian's kernel.
+#   - ipset (tag netns): the ipset contract tests on Debian's kernel;
+#   - ipvs/vmtest (tag vm): the IPVS mode's Proxier against the real kernel, with real TCP.
 # Exit status: 0 when all pass, else the first failure's. Extra arguments go to every
 # test binary (e.g. -test.run Contract). Needs root.
 set -euo pipefail
@@ -13,9 +14,10 @@ trap 'rm -rf "$OUT"' EXIT
 t=$SECONDS
 go test -c -tags vm -o "$OUT/smoke.test" ./e2e/vm/smoke
 go test -c -tags netns -o "$OUT/ipset.test" ./ipset
+go test -c -tags vm -o "$OUT/ipvs.test" ./ipvs/vmtest
 echo "vm-test: test binaries built in $((SECONDS - t))s" >&2
 rc=0
-for b in smoke ipset; do
+for b in smoke ipset ipvs; do
   e2e/vm/run-test.sh "$OUT/$b.test" -test.v -test.count=1 "$@" || {
     r=$?
     echo "vm-test: $b FAILED (exit $r)" >&2
