@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -68,6 +69,7 @@ const (
 type RequestOptions struct {
 	Timeout time.Duration // the echo client's overall timeout (default 1 s)
 	Src     netip.Addr    // source address to bind (default: the kernel's choice)
+	SrcPort uint16        // source port to bind (default: the kernel's choice)
 }
 
 // Request runs `echo client --PROTO addr --timeout T` inside the namespace ns (a pod, a node or
@@ -87,6 +89,9 @@ func (c *Cluster) RequestWith(ctx context.Context, ns string, proto Proto, addr 
 	args := []string{"--net=" + NetnsPath(ns), "--", c.Opts.EchoBin, "client", "--" + string(proto), addr, "--timeout", o.Timeout.String()}
 	if o.Src.IsValid() {
 		args = append(args, "--src", o.Src.String())
+	}
+	if o.SrcPort != 0 {
+		args = append(args, "--sport", strconv.Itoa(int(o.SrcPort)))
 	}
 	out, err := exec.CommandContext(ctx, "nsenter", args...).Output()
 	if err != nil {

@@ -143,6 +143,7 @@ func client(args []string) int {
 	udp := fs.String("udp", "", "UDP address to send a datagram to")
 	timeout := fs.Duration("timeout", time.Second, "overall timeout")
 	src := fs.String("src", "", "source IP to bind (default: the kernel's choice)")
+	sport := fs.Int("sport", 0, "source port to bind (default: the kernel's choice)")
 	_ = fs.Parse(args)
 	var local net.IP
 	if *src != "" {
@@ -151,6 +152,11 @@ func client(args []string) int {
 			return exitUsage
 		}
 	}
+	if *sport < 0 || *sport > 65535 {
+		fmt.Fprintf(os.Stderr, "--sport %d: out of range\n", *sport)
+		return exitUsage
+	}
+	localPort = *sport
 	var reply string
 	var err error
 	switch {
@@ -170,11 +176,14 @@ func client(args []string) int {
 	return 0
 }
 
+// localPort is the source port the client binds (0: the kernel's choice).
+var localPort int
+
 func tcpRequest(addr string, local net.IP, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	d := net.Dialer{Timeout: timeout}
-	if local != nil {
-		d.LocalAddr = &net.TCPAddr{IP: local}
+	if local != nil || localPort != 0 {
+		d.LocalAddr = &net.TCPAddr{IP: local, Port: localPort}
 	}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
@@ -190,8 +199,8 @@ func tcpRequest(addr string, local net.IP, timeout time.Duration) (string, error
 
 func udpRequest(addr string, local net.IP, timeout time.Duration) (string, error) {
 	d := net.Dialer{}
-	if local != nil {
-		d.LocalAddr = &net.UDPAddr{IP: local}
+	if local != nil || localPort != 0 {
+		d.LocalAddr = &net.UDPAddr{IP: local, Port: localPort}
 	}
 	c, err := d.Dial("udp", addr)
 	if err != nil {
