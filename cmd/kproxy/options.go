@@ -51,6 +51,8 @@ type Config struct {
 	IPVSScheduler    string
 	IPVSStrictARP    bool
 	IPVSExcludeCIDRs []netip.Prefix
+	// IPVSTimeouts are --ipvs-tcp-timeout, --ipvs-tcpfin-timeout, --ipvs-udp-timeout (0: keep).
+	IPVSTCPTimeout, IPVSTCPFinTimeout, IPVSUDPTimeout time.Duration
 
 	APIQPS   float32
 	APIBurst int32
@@ -113,6 +115,9 @@ type flagValues struct {
 	ipvsScheduler    string
 	ipvsStrictARP    bool
 	ipvsExclude      []string
+	ipvsTCP          time.Duration
+	ipvsTCPFin       time.Duration
+	ipvsUDP          time.Duration
 }
 
 func newFlagSet(fv *flagValues) *pflag.FlagSet {
@@ -149,6 +154,9 @@ func newFlagSet(fv *flagValues) *pflag.FlagSet {
 	fs.StringVar(&fv.ipvsScheduler, "ipvs-scheduler", "rr", "The IPVS scheduler: rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq or mh.")
 	fs.BoolVar(&fv.ipvsStrictARP, "ipvs-strict-arp", false, "Set arp_ignore=1 and arp_announce=2 so service IPs on kube-ipvs0 are not answered by ARP.")
 	fs.StringSliceVar(&fv.ipvsExclude, "ipvs-exclude-cidrs", nil, "CIDRs whose IPVS virtual servers kproxy never touches (owned by someone else).")
+	fs.DurationVar(&fv.ipvsTCP, "ipvs-tcp-timeout", 0, "IPVS timeout of idle TCP connections (0: leave the kernel's value).")
+	fs.DurationVar(&fv.ipvsTCPFin, "ipvs-tcpfin-timeout", 0, "IPVS timeout of TCP connections after FIN (0: leave the kernel's value).")
+	fs.DurationVar(&fv.ipvsUDP, "ipvs-udp-timeout", 0, "IPVS timeout of UDP flows (0: leave the kernel's value).")
 	fs.BoolVar(&fv.version, "version", false, "Print the version and exit.")
 
 	// klog's flags (-v, --vmodule, ...), as kube-proxy has them.
@@ -272,6 +280,9 @@ func applyConfigFile(cfg *Config, path string) error {
 		cfg.IPVSScheduler = kc.IPVS.Scheduler
 	}
 	cfg.IPVSStrictARP = kc.IPVS.StrictARP
+	cfg.IPVSTCPTimeout = kc.IPVS.TCPTimeout.Duration
+	cfg.IPVSTCPFinTimeout = kc.IPVS.TCPFinTimeout.Duration
+	cfg.IPVSUDPTimeout = kc.IPVS.UDPTimeout.Duration
 	if len(kc.IPVS.ExcludeCIDRs) > 0 {
 		p, err := parseCIDRs(strings.Join(kc.IPVS.ExcludeCIDRs, ","))
 		if err != nil {
@@ -391,6 +402,15 @@ func applyFlags(cfg *Config, fs *pflag.FlagSet, fv *flagValues) error {
 	if set("ipvs-strict-arp") {
 		cfg.IPVSStrictARP = fv.ipvsStrictARP
 	}
+	if set("ipvs-tcp-timeout") {
+		cfg.IPVSTCPTimeout = fv.ipvsTCP
+	}
+	if set("ipvs-tcpfin-timeout") {
+		cfg.IPVSTCPFinTimeout = fv.ipvsTCPFin
+	}
+	if set("ipvs-udp-timeout") {
+		cfg.IPVSUDPTimeout = fv.ipvsUDP
+	}
 	if set("ipvs-exclude-cidrs") {
 		p, err := parseCIDRs(strings.Join(fv.ipvsExclude, ","))
 		if err != nil {
@@ -449,6 +469,11 @@ func validate(cfg *Config) error {
 	}
 	if err := ipvs.ValidateScheduler(cfg.IPVSScheduler); err != nil {
 		return usagef("invalid --ipvs-scheduler %q: use rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq or mh", cfg.IPVSScheduler)
+	}
+	for _, d := range []time.Duration{cfg.IPVSTCPTimeout, cfg.IPVSTCPFinTimeout, cfg.IPVSUDPTimeout} {
+		if d < 0 {
+			return usagef("IPVS timeouts must not be negative, got %s", d)
+		}
 	}
 	switch cfg.DetectLocalMode {
 	case "ClusterCIDR", "NodeCIDR":

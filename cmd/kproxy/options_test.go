@@ -152,6 +152,7 @@ func TestBadInputExitsTwo(t *testing.T) {
 		{"masquerade bit", []string{"--iptables-masquerade-bit=32"}, "masquerade-bit"},
 		{"stray argument", []string{"iptables"}, "unexpected argument"},
 		{"unknown ipvs scheduler", []string{"--mode=ipvs", "--ipvs-scheduler=fastest"}, "invalid --ipvs-scheduler"},
+		{"negative ipvs timeout", []string{"--ipvs-udp-timeout=-1s"}, "must not be negative"},
 		{"bad exclude cidr", []string{"--ipvs-exclude-cidrs=10.0.0.0/8,x"}, "invalid --ipvs-exclude-cidrs"},
 		{"unknown detect-local-mode", []string{"--detect-local-mode=Magic"}, "unknown --detect-local-mode"},
 		{"bridge mode without bridge", []string{"--detect-local-mode=BridgeInterface"}, "needs --pod-bridge-interface"},

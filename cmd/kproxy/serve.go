@@ -331,6 +331,12 @@ func newIPVSBackend(ctx context.Context, cfg Config, family v1.IPFamily, node *v
 	if err != nil {
 		return nil, fmt.Errorf("open IPVS: %w (is the ip_vs module loaded? modprobe ip_vs)", err)
 	}
+	if cfg.IPVSTCPTimeout > 0 || cfg.IPVSTCPFinTimeout > 0 || cfg.IPVSUDPTimeout > 0 {
+		if err := kernel.SetTimeouts(ctx, cfg.IPVSTCPTimeout, cfg.IPVSTCPFinTimeout, cfg.IPVSUDPTimeout); err != nil {
+			kernel.Close()
+			return nil, fmt.Errorf("set IPVS timeouts: %w", err)
+		}
+	}
 	sets, err := ipset.New(ipset.Options{})
 	if err != nil {
 		kernel.Close()
