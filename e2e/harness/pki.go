@@ -28,8 +28,8 @@ type pki struct {
 	SAKeyPEM, SAPubPEM           []byte
 }
 
-// newPKI makes a CA, the apiserver serving certificate (IP SANs 192.0.2.1, 127.0.0.1 and the
-// kubernetes Service IP), the admin client (O=system:masters), the kube-proxy client
+// newPKI makes a CA, the apiserver serving certificate (IP SANs 192.0.2.1, 127.0.0.1, the
+// kubernetes Service IP and VMAPIServerIP), the admin client (O=system:masters), the kube-proxy client
 // (CN=system:kube-proxy, bound to system:node-proxier by bootstrap RBAC) and the service
 // account signing key pair.
 func newPKI() (*pki, error) {
@@ -43,7 +43,8 @@ func newPKI() (*pki, error) {
 		spec certSpec
 	}{
 		{&p.Server, certSpec{cn: "kube-apiserver", server: true,
-			ips:   []net.IP{net.IP(FabricIP.AsSlice()), net.IPv4(127, 0, 0, 1), net.IP(KubernetesServiceIP.AsSlice())},
+			ips: []net.IP{net.IP(FabricIP.AsSlice()), net.IPv4(127, 0, 0, 1), net.IP(KubernetesServiceIP.AsSlice()),
+				net.IP(VMAPIServerIP.AsSlice())},
 			names: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}}},
 		{&p.Admin, certSpec{cn: "kproxy-e2e-admin", org: "system:masters"}},
 		{&p.KubeProxy, certSpec{cn: "system:kube-proxy"}},

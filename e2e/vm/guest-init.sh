@@ -41,6 +41,22 @@ done
 [ -e /proc/net/ip_vs ] || echo "KPROXY-VM-WARN no /proc/net/ip_vs after modprobe ip_vs"
 echo "KPROXY-VM-T modules uptime=$(uptime_s)"
 
+# run-test.sh -n: one virtio NIC on qemu's user network (restrict=on). virtio_net does not
+# depend on virtio_pci: without it no eth0 appears. No default route, no DHCP: the
+# guestfwd address 192.0.2.100 is on-link and slirp answers its ARP.
+if grep -q 'kproxy.net=1' /proc/cmdline; then
+  modprobe virtio_pci; modprobe virtio_net
+  i=0
+  while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  if [ -e /sys/class/net/eth0 ]; then
+    /usr/bin/ip link set eth0 up && /usr/bin/ip addr add 192.0.2.15/24 dev eth0 \
+      || echo "KPROXY-VM-WARN eth0 setup failed"
+    echo "KPROXY-VM-T net uptime=$(uptime_s) eth0=192.0.2.15/24"
+  else
+    echo "KPROXY-VM-WARN no eth0 after modprobe virtio_pci virtio_net"
+  fi
+fi
+
 export KPROXY_IN_VM=1
 while IFS= read -r kv; do [ -n "$kv" ] && export "$kv"; done < /kproxy/env
 set --

@@ -10,6 +10,12 @@
 #                 always sets KPROXY_IN_VM=1.
 #   -f FILE       copy FILE into the guest's /kproxy/ (repeatable), e.g. bin/kproxy.
 #   -t SECONDS    timeout of the whole qemu run (default $VM_TIMEOUT or 300).
+#   -n [GPORT:]HOSTPORT
+#                 opt-in network (repeatable): the guest gets one virtio NIC on qemu's
+#                 user-mode network with restrict=on (nothing leaves the VM), eth0 is
+#                 192.0.2.15/24, and a guestfwd maps 192.0.2.100:GPORT (default 6443) in the
+#                 guest to 127.0.0.1:HOSTPORT on the host through socat (e.g. the e2e API
+#                 forwarder). Without -n the guest has no NIC at all.
 #
 # Environment: KPROXY_CACHE (default /var/cache/kproxy), VM_MEM (512M), VM_QUIET=1 (do
 # not stream the guest console; it is still printed on failure), KPKG (pin the kernel
@@ -21,7 +27,7 @@
 # a result (kernel panic, /init failure); 2 on a host-side error. On any failure the last
 # 50 console lines are printed.
 #
-# The guest has no NIC (-nic none): everything the test does stays inside the VM. Its
+# By default the guest has no NIC (-nic none): everything the test does stays inside the VM. Its
 # /init (guest-init.sh) brings lo up, loads the modules, runs the binary (as
 # /kproxy/<its name>, from /kproxy) with the given arguments, prints "KPROXY-VM-RESULT exit=<code>" and powers off.
 #
@@ -40,12 +46,15 @@ die() { log "error: $*"; exit 2; }
 T0=$(now)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2; }
-ENVS=() FILES=()
+ENVS=() FILES=() NETFWD=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -e) [ $# -ge 2 ] || usage; [[ $2 == *=* ]] || die "-e wants KEY=VALUE, got '$2'"; ENVS+=("$2"); shift 2 ;;
     -f) [ $# -ge 2 ] || usage; [ -f "$2" ] || die "-f $2: no such file"; FILES+=("$2"); shift 2 ;;
     -t) [ $# -ge 2 ] || usage; TIMEOUT=$2; shift 2 ;;
+    -n) [ $# -ge 2 ] || usage
+        [[ $2 =~ ^([0-9]{1,5}:)?[0-9]{1,5}$ ]] || die "-n wants [GUESTPORT:]HOSTPORT, got '$2'"
+        [[ $2 == *:* ]] && NETFWD+=("$2") || NETFWD+=("6443:$2"); shift 2 ;;
     -h|--help) usage ;;
     --) shift; break ;;
     -*) usage ;;
@@ -77,6 +86,7 @@ have ipset || need+=(ipset)
 [ -x /usr/bin/ip ] || need+=(iproute2)
 have xz || need+=(xz-utils)
 have conntrack || need+=(conntrack)
+[ ${#NETFWD[@]} -eq 0 ] || have socat || need+=(socat)
 APT_UPDATED=0
 apt_update() {
   [ "$APT_UPDATED" = 1 ] && return 0
@@ -157,15 +167,30 @@ APPEND+=" i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd random.trust_cpu=on"
 # vCPU is faster than two under TCG on a 2-core host.
 SERIAL=(-serial "file:$RUN/console.log" -monitor none)
 [ "${VM_SHELL:-0}" = 1 ] && { SERIAL=(-serial mon:stdio); APPEND+=" kproxy.shell=1"; }
+NIC=(-nic none)
+if [ ${#NETFWD[@]} -gt 0 ]; then
+  # ../shared/recipes/ipvs-vm/NETWORK.md: restrict=on isolates the guest (slirp answers any
+  # other connect with a RST); each guest connection to 192.0.2.100:GPORT starts one socat to
+  # the host's loopback. socat must log nowhere: its stdio is the guest connection.
+  SOCAT=$(command -v socat)
+  ND="user,id=n0,net=192.0.2.0/24,host=192.0.2.2,dhcpstart=192.0.2.15,ipv6=off,restrict=on"
+  for fw in "${NETFWD[@]}"; do
+    ND+=",guestfwd=tcp:192.0.2.100:${fw%%:*}-cmd:$SOCAT -lf /dev/null - TCP:127.0.0.1:${fw#*:}"
+  done
+  NIC=(-netdev "$ND" -device "virtio-net-pci,netdev=n0,romfile=")
+  APPEND+=" kproxy.net=1"
+fi
 QEMU=(qemu-system-x86_64 -M pc -accel tcg,thread=multi -cpu max -smp 1 -m "$MEM"
-  -nodefaults -no-user-config -display none -no-reboot -nic none "${SERIAL[@]}"
+  -nodefaults -no-user-config -display none -no-reboot "${NIC[@]}" "${SERIAL[@]}"
   -kernel "$DIR/vmlinux" -initrd "$RUN/initrd.img" -append "$APPEND")
 if [ "${VM_SHELL:-0}" = 1 ]; then
   log "booting $KVER with the console here; a shell follows the binary (Ctrl-A x quits)"
   "${QEMU[@]}" || true
   exit 0
 fi
-log "booting $KVER (tcg, 1 vCPU, $MEM, timeout ${TIMEOUT}s): $(basename "$BIN") $*"
+NETNOTE=
+[ ${#NETFWD[@]} -eq 0 ] || NETNOTE=", net: 192.0.2.100:{${NETFWD[*]}} -> 127.0.0.1"
+log "booting $KVER (tcg, 1 vCPU, $MEM, timeout ${TIMEOUT}s$NETNOTE): $(basename "$BIN") $*"
 tb=$(now)
 : > "$RUN/console.log"
 # qemu (under timeout) in the background, so that INT/TERM reach the traps at once
