@@ -21,7 +21,7 @@ IS_ROOT      := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 DEB_TOOLS    := iptables:iptables iptables-restore:iptables ipset:ipset ipvsadm:ipvsadm \
                 conntrack:conntrack ip:iproute2 nsenter:util-linux curl:curl
 
-.PHONY: all build deps k8s unit netns vm-test e2e test lint demo demo-down clean
+.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e test lint demo demo-down clean
 
 all: build
 
@@ -56,6 +56,10 @@ netns: deps
 vm-test:
 	e2e/vm/vm-test.sh
 
+# vm-e2e runs kproxy --mode=ipvs inside the VM against the real apiserver on the host.
+vm-e2e: deps k8s
+	KPROXY_K8S_BIN=$$(e2e/tools/build-k8s.sh 2>/dev/null | tail -1) e2e/vm/ipvs-e2e.sh
+
 e2e: deps build k8s
 	KPROXY_BIN=$(CURDIR)/bin/kproxy KPROXY_ECHO_BIN=$(CURDIR)/bin/echo \
 	  KPROXY_K8S_BIN=$$(e2e/tools/build-k8s.sh 2>/dev/null | tail -1) \
@@ -66,6 +70,7 @@ ifeq ($(IS_ROOT),yes)
 	$(MAKE) --no-print-directory netns
 	$(MAKE) --no-print-directory vm-test
 	$(MAKE) --no-print-directory e2e
+	$(MAKE) --no-print-directory vm-e2e
 else
 	@echo "test: not root: skipped the kernel contract and end-to-end tiers (run 'sudo make test')"
 endif
