@@ -38,6 +38,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if cfg.Cleanup {
+		if err := runCleanup(ctx); err != nil {
+			_, _ = fmt.Fprintf(stderr, "kproxy: --cleanup: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	if err := serve(ctx, cfg); err != nil {
 		_, _ = fmt.Fprintf(stderr, "kproxy: %v\n", err)
 		return 1

@@ -56,6 +56,9 @@ type Config struct {
 
 	APIQPS   float32
 	APIBurst int32
+
+	// Cleanup is --cleanup: remove kproxy's iptables chains and exit.
+	Cleanup bool
 }
 
 // usageError is a bad flag, flag value or config file: kproxy prints it and exits 2.
@@ -106,6 +109,7 @@ type flagValues struct {
 	apiQPS           float32
 	apiBurst         int32
 	version          bool
+	cleanup          bool
 	detectLocalMode  string
 	podBridge        string
 	podIfPrefix      string
@@ -158,6 +162,7 @@ func newFlagSet(fv *flagValues) *pflag.FlagSet {
 	fs.DurationVar(&fv.ipvsTCPFin, "ipvs-tcpfin-timeout", 0, "IPVS timeout of TCP connections after FIN (0: leave the kernel's value).")
 	fs.DurationVar(&fv.ipvsUDP, "ipvs-udp-timeout", 0, "IPVS timeout of UDP flows (0: leave the kernel's value).")
 	fs.BoolVar(&fv.version, "version", false, "Print the version and exit.")
+	fs.BoolVar(&fv.cleanup, "cleanup", false, "Remove the iptables chains and jumps of kproxy's iptables and ipvs modes (not IPVS virtual servers, kube-ipvs0 or ipsets) and exit.")
 
 	// klog's flags (-v, --vmodule, ...), as kube-proxy has them.
 	gfs := flag.NewFlagSet("klog", flag.ContinueOnError)
@@ -424,6 +429,7 @@ func applyFlags(cfg *Config, fs *pflag.FlagSet, fv *flagValues) error {
 	if set("kube-api-burst") {
 		cfg.APIBurst = fv.apiBurst
 	}
+	cfg.Cleanup = fv.cleanup
 	return nil
 }
 
