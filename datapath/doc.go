@@ -9,10 +9,18 @@
 // The pure desired state (ComputePlan: Config, Self and the Node list in, Plan out), the
 // Writer interface with Handle (netlink, bound to one network namespace by path) and Fake
 // (in memory, the kernel's errnos), and Reconciler, which diffs a Plan against a Writer.
-// NodeFromAPI converts a core/v1 Node; nothing else here knows Kubernetes types. It imports
-// no other kproxy package and no client-go: the caller's Node informer hands it nodes, and
-// the caller's sync loop logs Result.NewSkips and errors once. It does not write iptables:
-// Plan.Masquerade holds the egress rules as iptables arguments for the iptables package.
+// NodeFromAPI converts a core/v1 Node. The pure parts and the writers import no other
+// kproxy package and no client-go; Plan.Masquerade holds the egress rules as iptables
+// arguments.
+//
+// Agent (agent.go) is the one part that talks to the world, the daemon's entry point for
+// --datapath: a Node informer (client-go) → NodeFromAPI → ComputePlan → Reconciler.Sync,
+// driven by a proxier.Runner (at most once a second, at least once per sync period, backoff
+// on failure); each sync also patches this node's kproxy.io/ annotations (only when they
+// differ), writes the conflist through package cni, and restores the egress masquerade chain
+// through an iptables.Interface. Node updates that change nothing the datapath reads (status
+// heartbeats) request no sync. It logs each skipped peer and each bad Node once, and reports
+// readiness (ErrNoPodCIDR until the node has a pod subnet) through Ready for /healthz.
 //
 // # The datapath
 //

@@ -396,3 +396,49 @@ func prefixFromIPNet(n *net.IPNet) (netip.Prefix, bool) {
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
+
+// FindUnderlay implements UnderlayFinder: the link named ifname (its first global address
+// of ip's family, ip's own when it holds it), or the link holding ip when ifname is empty.
+func (h *Handle) FindUnderlay(ifname string, ip netip.Addr) (Underlay, error) {
+	var links []netlink.Link
+	if ifname != "" {
+		l, err := h.nl.LinkByName(ifname)
+		if err != nil {
+			return Underlay{}, fmt.Errorf("interface %s: %w", ifname, err)
+		}
+		links = []netlink.Link{l}
+	} else {
+		all, err := h.nl.LinkList()
+		if err != nil {
+			return Underlay{}, err
+		}
+		links = all
+	}
+	for _, l := range links {
+		addrs, err := h.nl.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return Underlay{}, fmt.Errorf("addresses of %s: %w", l.Attrs().Name, err)
+		}
+		var first netip.Prefix
+		for _, a := range addrs {
+			p, ok := prefixFromIPNet(a.IPNet)
+			if !ok || !p.Addr().IsGlobalUnicast() {
+				continue
+			}
+			u := Underlay{Interface: l.Attrs().Name, Prefix: p, MTU: l.Attrs().MTU}
+			if p.Addr() == ip {
+				return u, nil
+			}
+			if !first.IsValid() && (!ip.IsValid() || p.Addr().Is4() == ip.Is4()) {
+				first = p
+			}
+		}
+		if ifname != "" && first.IsValid() {
+			return Underlay{Interface: ifname, Prefix: first, MTU: l.Attrs().MTU}, nil
+		}
+	}
+	if ifname != "" {
+		return Underlay{}, fmt.Errorf("interface %s has no global address of the node IP's family", ifname)
+	}
+	return Underlay{}, fmt.Errorf("no interface holds the node IP %s", ip)
+}

@@ -78,7 +78,8 @@ func runMain(m *testing.M) int {
 }
 
 // optionsFromEnv reads KPROXY_E2E_PROXY (kproxy, kube-proxy, none), KPROXY_BIN,
-// KPROXY_ECHO_BIN, KPROXY_K8S_BIN and KPROXY_E2E_PROXY_ARGS.
+// KPROXY_ECHO_BIN, KPROXY_K8S_BIN, KPROXY_E2E_PROXY_ARGS and KPROXY_E2E_DATAPATH (vxlan,
+// host-gw, ipip: kproxy's --datapath instead of the harness's static routes).
 func optionsFromEnv() (harness.Options, error) {
 	repo, err := repoRoot()
 	if err != nil {
@@ -93,6 +94,7 @@ func optionsFromEnv() (harness.Options, error) {
 		EchoBin:     envOr("KPROXY_ECHO_BIN", filepath.Join(repo, "bin", "echo")),
 		K8sBin:      os.Getenv("KPROXY_K8S_BIN"),
 		ProxyArgs:   strings.Fields(os.Getenv("KPROXY_E2E_PROXY_ARGS")),
+		Datapath:    os.Getenv("KPROXY_E2E_DATAPATH"),
 		Logf:        func(format string, args ...any) { fmt.Printf("e2e: "+format+"\n", args...) },
 	}
 	if o.K8sBin == "" {

@@ -23,6 +23,7 @@ type Health struct {
 	mu           sync.Mutex
 	lastUpdated  map[string]time.Time
 	nodeEligible bool
+	checks       []namedCheck
 
 	healthzTotal, livezTotal *prometheus.CounterVec
 }
@@ -49,6 +50,20 @@ func (h *Health) Without(family string) {
 		}
 	}
 	h.families = keep
+}
+
+type namedCheck struct {
+	name  string
+	check func() error
+}
+
+// AddCheck makes /healthz unhealthy while check returns an error (the datapath without a
+// pod CIDR); the error is served under "checks". /livez ignores it. For start-up, before the
+// health is served.
+func (h *Health) AddCheck(name string, check func() error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.checks = append(h.checks, namedCheck{name: name, check: check})
 }
 
 // CountRequests makes the handlers count their answers by HTTP code
@@ -84,6 +99,7 @@ type healthStatus struct {
 	NodeEligible *bool                   `json:"nodeEligible,omitempty"`
 	Healthy      bool                    `json:"healthy"`
 	Status       map[string]familyStatus `json:"status,omitempty"`
+	Checks       map[string]string       `json:"checks,omitempty"`
 }
 
 // familyStatus is the health of the proxier of one IP family.
@@ -121,7 +137,17 @@ func (h *Health) status(checkNode bool) (bool, healthStatus) {
 	if checkNode {
 		eligible := h.nodeEligible
 		st.NodeEligible = &eligible
-		return st.Healthy && eligible, st
+		checked := true
+		for _, c := range h.checks {
+			if err := c.check(); err != nil {
+				if st.Checks == nil {
+					st.Checks = map[string]string{}
+				}
+				st.Checks[c.name] = err.Error()
+				checked = false
+			}
+		}
+		return st.Healthy && eligible && checked, st
 	}
 	return st.Healthy, st
 }

@@ -2,6 +2,7 @@ package proxier
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -81,5 +82,25 @@ func TestHealthDualStack(t *testing.T) {
 	clk.Step(time.Minute)
 	if ok, st := h.status(true); ok || st.Status["IPv4"].Healthy || !st.Status["IPv6"].Healthy {
 		t.Errorf("IPv4 stale: healthy %v, status %+v; want IPv4 unhealthy", ok, st)
+	}
+}
+
+// A failing check (the datapath without a pod CIDR) makes /healthz unhealthy and says why;
+// /livez ignores it.
+func TestHealthCheck(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	h := NewHealth(time.Minute, []string{"IPv4"}, clk)
+	checkErr := errors.New("node has no podCIDR")
+	h.AddCheck("datapath", func() error { return checkErr })
+	h.Updated("IPv4")
+	if ok, st := h.status(true); ok || st.Checks["datapath"] != "node has no podCIDR" {
+		t.Errorf("failing check: healthy %v, status %+v; want unhealthy with the check's error", ok, st)
+	}
+	if ok, _ := h.status(false); !ok {
+		t.Error("failing check: /livez unhealthy, want healthy")
+	}
+	checkErr = nil
+	if ok, st := h.status(true); !ok || st.Checks != nil {
+		t.Errorf("passing check: healthy %v, status %+v", ok, st)
 	}
 }

@@ -59,6 +59,12 @@ type Config struct {
 
 	// Cleanup is --cleanup: remove kproxy's iptables chains and exit.
 	Cleanup bool
+
+	// Datapath is the pod network between nodes: none, vxlan, host-gw or ipip.
+	Datapath                  string
+	VXLANDirectRouting        bool
+	CNIConfDir                string
+	DatapathUnderlayInterface string
 }
 
 // usageError is a bad flag, flag value or config file: kproxy prints it and exits 2.
@@ -85,6 +91,8 @@ func defaultConfig() Config {
 		IPVSScheduler:      "rr",
 		APIQPS:             5,
 		APIBurst:           10,
+		Datapath:           "none",
+		CNIConfDir:         "/etc/cni/net.d",
 	}
 }
 
@@ -122,6 +130,10 @@ type flagValues struct {
 	ipvsTCP          time.Duration
 	ipvsTCPFin       time.Duration
 	ipvsUDP          time.Duration
+	datapath         string
+	directRouting    bool
+	cniConfDir       string
+	underlayIface    string
 }
 
 func newFlagSet(fv *flagValues) *pflag.FlagSet {
@@ -161,6 +173,10 @@ func newFlagSet(fv *flagValues) *pflag.FlagSet {
 	fs.DurationVar(&fv.ipvsTCP, "ipvs-tcp-timeout", 0, "IPVS timeout of idle TCP connections (0: leave the kernel's value).")
 	fs.DurationVar(&fv.ipvsTCPFin, "ipvs-tcpfin-timeout", 0, "IPVS timeout of TCP connections after FIN (0: leave the kernel's value).")
 	fs.DurationVar(&fv.ipvsUDP, "ipvs-udp-timeout", 0, "IPVS timeout of UDP flows (0: leave the kernel's value).")
+	fs.StringVar(&fv.datapath, "datapath", d.Datapath, "The pod network kproxy programs between nodes: none (a pure service proxy), vxlan, host-gw or ipip.")
+	fs.BoolVar(&fv.directRouting, "vxlan-direct-routing", false, "With --datapath=vxlan, route to peers on this node's L2 subnet directly, without encapsulation.")
+	fs.StringVar(&fv.cniConfDir, "cni-conf-dir", d.CNIConfDir, "Where the datapath writes its CNI network configuration (10-kproxy.conflist).")
+	fs.StringVar(&fv.underlayIface, "datapath-underlay-interface", "", "The interface peers reach this node by; its address is published to them. Default: the interface holding the node IP.")
 	fs.BoolVar(&fv.version, "version", false, "Print the version and exit.")
 	fs.BoolVar(&fv.cleanup, "cleanup", false, "Remove the iptables chains and jumps of kproxy's iptables and ipvs modes (not IPVS virtual servers, kube-ipvs0 or ipsets) and exit.")
 
@@ -423,6 +439,18 @@ func applyFlags(cfg *Config, fs *pflag.FlagSet, fv *flagValues) error {
 		}
 		cfg.IPVSExcludeCIDRs = p
 	}
+	if set("datapath") {
+		cfg.Datapath = fv.datapath
+	}
+	if set("vxlan-direct-routing") {
+		cfg.VXLANDirectRouting = fv.directRouting
+	}
+	if set("cni-conf-dir") {
+		cfg.CNIConfDir = fv.cniConfDir
+	}
+	if set("datapath-underlay-interface") {
+		cfg.DatapathUnderlayInterface = fv.underlayIface
+	}
 	if set("kube-api-qps") {
 		cfg.APIQPS = fv.apiQPS
 	}
@@ -445,6 +473,14 @@ func validate(cfg *Config) error {
 	case "iptables", "ipvs":
 	default:
 		return usagef("unknown proxy mode %q: use --mode=iptables or --mode=ipvs", cfg.Mode)
+	}
+	switch cfg.Datapath {
+	case "none", "vxlan", "host-gw", "ipip":
+	default:
+		return usagef("unknown --datapath %q: use none, vxlan, host-gw or ipip", cfg.Datapath)
+	}
+	if cfg.VXLANDirectRouting && cfg.Datapath != "vxlan" {
+		return usagef("--vxlan-direct-routing needs --datapath=vxlan, not %q", cfg.Datapath)
 	}
 	if cfg.SyncPeriod <= 0 {
 		return usagef("sync period must be positive, got %s", cfg.SyncPeriod)

@@ -192,3 +192,32 @@ func TestVersion(t *testing.T) {
 		t.Errorf("stdout %q", stdout.String())
 	}
 }
+
+// --datapath and its companions: defaults, values, and bad combinations are usage errors.
+func TestDatapathFlags(t *testing.T) {
+	cfg, _, err := parseConfig(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Datapath != "none" || cfg.CNIConfDir != "/etc/cni/net.d" || cfg.VXLANDirectRouting || cfg.DatapathUnderlayInterface != "" {
+		t.Errorf("defaults: datapath %q, cni-conf-dir %q, direct routing %v, underlay %q", cfg.Datapath, cfg.CNIConfDir, cfg.VXLANDirectRouting, cfg.DatapathUnderlayInterface)
+	}
+	cfg, _, err = parseConfig([]string{"--datapath=vxlan", "--vxlan-direct-routing", "--cni-conf-dir=/run/cni", "--datapath-underlay-interface=eth1"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Datapath != "vxlan" || !cfg.VXLANDirectRouting || cfg.CNIConfDir != "/run/cni" || cfg.DatapathUnderlayInterface != "eth1" {
+		t.Errorf("set: %+v", cfg)
+	}
+	for _, args := range [][]string{
+		{"--datapath=flannel"},
+		{"--datapath="},
+		{"--datapath=host-gw", "--vxlan-direct-routing"},
+		{"--vxlan-direct-routing"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "datapath") {
+			t.Errorf("%q: exit code %d, stderr %q; want 2 naming the datapath", args, code, stderr.String())
+		}
+	}
+}

@@ -90,6 +90,13 @@ func serve(ctx context.Context, cfg Config) error {
 		"ipFamilies", names, "clusterCIDRs", cfg.ClusterCIDRs, "syncPeriod", cfg.SyncPeriod,
 		"minSyncPeriod", cfg.MinSyncPeriod)
 
+	agent, err := newDatapathAgent(ctx, cfg, client, nodeName)
+	if err != nil {
+		return err
+	}
+	if agent != nil {
+		health.AddCheck("datapath", agent.Ready)
+	}
 	serveHTTP(ctx, "healthz", cfg.HealthzBindAddress, health.Handler())
 	serveHTTP(ctx, "metrics", cfg.MetricsBindAddress, metrics.Handler(mode))
 
@@ -123,6 +130,15 @@ func serve(ctx context.Context, cfg Config) error {
 		go func() {
 			defer wg.Done()
 			st.runner.Run(ctx)
+		}()
+	}
+	if agent != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := agent.Run(ctx); err != nil {
+				logger.Error(err, "Datapath stopped")
+			}
 		}()
 	}
 	wg.Wait()

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -66,12 +67,16 @@ func EndpointPort(name string, proto corev1.Protocol) discoveryv1.EndpointPort {
 	return discoveryv1.EndpointPort{Name: ptr.To(name), Protocol: ptr.To(proto), Port: ptr.To(int32(EchoPort))}
 }
 
-// EndpointSlice builds the IPv4 slice `<service>-e2e` of a service.
+// EndpointSlice builds the IPv4 slice `<service>-e2e` of a service. Like the EndpointSlice
+// controller it stamps the endpoints.kubernetes.io/last-change-trigger-time annotation (now,
+// RFC 3339 with nanoseconds), from which proxies measure the network programming latency.
 func EndpointSlice(ns, service string, ports []discoveryv1.EndpointPort, eps []discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
 	return &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Name: service + "-e2e", Namespace: ns, Labels: map[string]string{
 			discoveryv1.LabelServiceName: service,
 			discoveryv1.LabelManagedBy:   ManagedBy,
+		}, Annotations: map[string]string{
+			corev1.EndpointsLastChangeTriggerTime: time.Now().UTC().Format(time.RFC3339Nano),
 		}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       ports,

@@ -23,8 +23,11 @@ type Options struct {
 	Proxy       string   // ProxyKProxy, ProxyKubeProxy or ProxyNone
 	ProxyBin    string   // the kproxy binary (Proxy == ProxyKProxy)
 	ProxyArgs   []string // extra flags for the proxy
-	K8sBin      string   // directory with kube-apiserver, etcd and kube-proxy
-	EchoBin     string   // the e2e/cmd/echo binary
+	// Datapath is kproxy's --datapath (vxlan, host-gw, ipip): the harness adds no routes
+	// between the nodes' pod subnets and the proxy programs them. "" or "none": static routes.
+	Datapath string
+	K8sBin   string // directory with kube-apiserver, etcd and kube-proxy
+	EchoBin  string // the e2e/cmd/echo binary
 	// ForwardListen is where the in-process API forwarder listens (default 127.0.0.1:0).
 	ForwardListen string
 	// Logf receives one line per step with its duration (default: stdout).
@@ -61,6 +64,9 @@ func (o *Options) validate() error {
 	case ProxyNone:
 	default:
 		return fmt.Errorf("proxy %q: want %s, %s or %s", o.Proxy, ProxyKProxy, ProxyKubeProxy, ProxyNone)
+	}
+	if o.Datapath != "" && o.Datapath != "none" && o.Proxy != ProxyKProxy {
+		return fmt.Errorf("datapath %q needs proxy %s, not %q", o.Datapath, ProxyKProxy, o.Proxy)
 	}
 	for _, f := range need {
 		if st, err := os.Stat(f); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
@@ -126,8 +132,25 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := c.step(fmt.Sprintf("%d Node objects (podCIDR, zone, InternalIP, Ready)", len(c.Nodes)), func() error { return c.createNodes(ctx) }); err != nil {
 		return c, err
 	}
+	if c.podRoutes() == datapathPodRoutes {
+		if err := c.step("RBAC: kube-proxy may patch nodes (datapath annotations)", func() error { return c.grantDatapathRBAC(ctx) }); err != nil {
+			return c, err
+		}
+	}
 	if err := c.step(fmt.Sprintf("%s on %d nodes, /healthz 200", opts.Proxy, len(c.Nodes)), func() error { return c.startProxies(ctx) }); err != nil {
 		return c, err
+	}
+	if c.podRoutes() == datapathPodRoutes {
+		if err := c.step("datapath "+opts.Datapath+": pod MTU from the conflists, routes to every peer", func() error {
+			for _, n := range c.Nodes {
+				if err := c.applyPodMTU(ctx, n); err != nil {
+					return err
+				}
+			}
+			return c.WaitDatapath(ctx)
+		}); err != nil {
+			return c, err
+		}
 	}
 	if err := c.writeDescription(); err != nil {
 		return c, err
@@ -187,7 +210,7 @@ func (c *Cluster) buildNodes(ctx context.Context) error {
 	}
 	if err := c.step(fmt.Sprintf("%d node netns (eth0, cni0, routes), external netns", len(c.Nodes)), func() error {
 		for _, n := range c.Nodes {
-			if err := ensureNode(c.fab, n, c.Nodes); err != nil {
+			if err := ensureNode(c.fab, n, c.Nodes, c.podRoutes()); err != nil {
 				return err
 			}
 		}

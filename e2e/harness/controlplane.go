@@ -152,32 +152,40 @@ func (c *Cluster) waitAPIServer(ctx context.Context, p *process) error {
 // (through the status subresource; no kubelet or node controller touches them afterwards).
 func (c *Cluster) createNodes(ctx context.Context) error {
 	for _, n := range c.Nodes {
-		obj := &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{
-				"kubernetes.io/hostname":      n.Name,
-				"kubernetes.io/os":            "linux",
-				"topology.kubernetes.io/zone": n.Zone,
-			}},
-			Spec: corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}},
+		if err := c.createNode(ctx, n); err != nil {
+			return err
 		}
-		created, err := c.Client.CoreV1().Nodes().Create(ctx, obj, metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("create node %s: %w", n.Name, err)
-		}
-		now := metav1.Now()
-		created.Status = corev1.NodeStatus{
-			Addresses: []corev1.NodeAddress{
-				{Type: corev1.NodeInternalIP, Address: n.IP.String()},
-				{Type: corev1.NodeHostName, Address: n.Name},
-			},
-			Conditions: []corev1.NodeCondition{{
-				Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KproxyE2E",
-				Message: "node namespace created by the e2e harness", LastHeartbeatTime: now, LastTransitionTime: now,
-			}},
-		}
-		if _, err := c.Client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("node %s status: %w", n.Name, err)
-		}
+	}
+	return nil
+}
+
+// createNode creates the Node object of n, with its podCIDR, zone, InternalIP and Ready.
+func (c *Cluster) createNode(ctx context.Context, n *Node) error {
+	obj := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{
+			"kubernetes.io/hostname":      n.Name,
+			"kubernetes.io/os":            "linux",
+			"topology.kubernetes.io/zone": n.Zone,
+		}},
+		Spec: corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}},
+	}
+	created, err := c.Client.CoreV1().Nodes().Create(ctx, obj, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("create node %s: %w", n.Name, err)
+	}
+	now := metav1.Now()
+	created.Status = corev1.NodeStatus{
+		Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: n.IP.String()},
+			{Type: corev1.NodeHostName, Address: n.Name},
+		},
+		Conditions: []corev1.NodeCondition{{
+			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KproxyE2E",
+			Message: "node namespace created by the e2e harness", LastHeartbeatTime: now, LastTransitionTime: now,
+		}},
+	}
+	if _, err := c.Client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("node %s status: %w", n.Name, err)
 	}
 	return nil
 }

@@ -15,6 +15,8 @@
 //	                the proxy under test (healthz 0.0.0.0:10256, metrics 127.0.0.1:10249)
 //	  | veth vpj (on cni0) <-> eth0 of the pod
 //	netns p-ni-pj   eth0 100.64.i.(10+j)/24, default via 100.64.i.1; echo server on :8080 TCP+UDP
+//	                With Options.Datapath (kproxy --datapath=vxlan|host-gw|ipip) neither the
+//	                fabric nor the nodes get routes to pod subnets: kproxy programs them (datapath.go)
 //	netns p-ext     the external client on kpbr0: sends from 198.51.100.10 to node IPs, to LB
 //	                ingress IPs and externalIPs (routed per node); see external.go
 //

@@ -22,6 +22,7 @@ func (c *Cluster) DumpNode(t TB, n *Node) {
 		{"ip", "-d", "link"},
 		{"ip", "neigh"},
 		{"bridge", "fdb", "show", "br", nodeBridge},
+		{"bridge", "fdb", "show", "dev", "kproxy.1"},
 		{"conntrack", "-L"},
 	} {
 		out, err := Exec(ctx, n.Name, cmd...)

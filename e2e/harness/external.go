@@ -27,6 +27,7 @@ type External struct {
 	LinkIP   netip.Addr // 192.0.2.100, on the fabric
 	ClientIP netip.Addr // 198.51.100.10, the source of its requests
 	OtherIP  netip.Addr // 198.51.100.11, a second source (--src)
+	echo     *process   // StartExternalEcho
 }
 
 func planExternal(prefix string) *External {

@@ -38,6 +38,9 @@ func (c *Cluster) proxyArgs(n *Node) ([]string, error) {
 	default:
 		return nil, fmt.Errorf("unknown proxy %q", c.Opts.Proxy)
 	}
+	if c.podRoutes() == datapathPodRoutes {
+		args = append(args, "--datapath="+c.Opts.Datapath, "--cni-conf-dir="+c.CNIConfDir(n))
+	}
 	return append(args, c.Opts.ProxyArgs...), nil
 }
 
@@ -102,4 +105,13 @@ func (c *Cluster) StopProxy(n *Node) error {
 // ProxyLog is the path of node n's proxy log.
 func (c *Cluster) ProxyLog(n *Node) string {
 	return filepath.Join(c.State, "logs", "proxy-"+n.Name+".log")
+}
+
+// ProxyExited reports whether the proxy started on node n has ended by itself (false when no
+// proxy runs there, as with ProxyNone), with its exit status.
+func (c *Cluster) ProxyExited(n *Node) (bool, error) {
+	if n.proxy == nil {
+		return false, nil
+	}
+	return n.proxy.exited()
 }

@@ -51,9 +51,20 @@ func ensureFabric(fab string) error {
 	)
 }
 
+// podRoutes says how nodes reach each other's pod subnets.
+type podRoutes int
+
+const (
+	// staticPodRoutes: the harness adds a route per peer pod subnet on every node (and on the
+	// fabric): no datapath in the proxy.
+	staticPodRoutes podRoutes = iota
+	// datapathPodRoutes: no route between pod subnets; the proxy's --datapath programs them.
+	datapathPodRoutes
+)
+
 // ensureNode creates a node namespace hanging off the fabric bridge, with its pod bridge,
 // forwarding on, and the routes of the plan (see doc.go). peers are the other nodes.
-func ensureNode(fab string, n *Node, peers []*Node) error {
+func ensureNode(fab string, n *Node, peers []*Node, routes podRoutes) error {
 	host := "veth-n" + strconv.Itoa(n.Index)
 	cmds := [][]string{
 		{"netns", "add", n.Name},
@@ -66,12 +77,14 @@ func ensureNode(fab string, n *Node, peers []*Node) error {
 		{"-n", n.Name, "addr", "add", withLen(podGateway(n.Index), n.PodCIDR), "dev", nodeBridge},
 		{"-n", n.Name, "link", "set", nodeBridge, "up"},
 		{"-n", n.Name, "route", "add", ServiceCIDR.String(), "via", FabricIP.String()},
-		{"-n", fab, "route", "add", n.PodCIDR.String(), "via", n.IP.String()},
 	}
 	cmds = append(cmds, externalRoutes(n)...)
-	for _, p := range peers {
-		if p != n {
-			cmds = append(cmds, []string{"-n", n.Name, "route", "add", p.PodCIDR.String(), "via", p.IP.String()})
+	if routes == staticPodRoutes {
+		cmds = append(cmds, []string{"-n", fab, "route", "add", n.PodCIDR.String(), "via", n.IP.String()})
+		for _, p := range peers {
+			if p != n {
+				cmds = append(cmds, []string{"-n", n.Name, "route", "add", p.PodCIDR.String(), "via", p.IP.String()})
+			}
 		}
 	}
 	if err := ipBatch(cmds...); err != nil {

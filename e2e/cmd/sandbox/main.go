@@ -85,6 +85,7 @@ func up(args []string) error {
 	fs.StringVar(&o.ProxyBin, "kproxy-bin", filepath.Join(exeDir(), "kproxy"), "kproxy binary")
 	fs.StringVar(&o.K8sBin, "k8s-bin", os.Getenv("KPROXY_K8S_BIN"), "directory with kube-apiserver, etcd, kube-proxy (e2e/tools/build-k8s.sh prints it)")
 	fs.StringVar(&o.EchoBin, "echo-bin", filepath.Join(exeDir(), "echo"), "echo binary")
+	fs.StringVar(&o.Datapath, "datapath", "", "kproxy --datapath between the nodes (vxlan, host-gw, ipip) instead of static routes")
 	proxyArgs := fs.String("proxy-args", "", "extra proxy flags, space separated")
 	listen := fs.String("listen", "127.0.0.1:6443", "root-namespace address of the API forwarder")
 	_ = fs.Parse(args)
