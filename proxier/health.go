@@ -163,6 +163,10 @@ func (h *Health) Handler() http.Handler {
 			code := http.StatusOK
 			if !ok {
 				code = http.StatusServiceUnavailable
+			} else {
+				// As kube-proxy: a healthy answer reports the current time as lastUpdated;
+				// status.<family>.lastUpdated keeps the time of the last sync.
+				st.LastUpdated = st.CurrentTime
 			}
 			if counter != nil {
 				counter.WithLabelValues(strconv.Itoa(code)).Inc()
