@@ -21,7 +21,7 @@ IS_ROOT      := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 DEB_TOOLS    := iptables:iptables iptables-restore:iptables ipset:ipset ipvsadm:ipvsadm \
                 conntrack:conntrack ip:iproute2 nsenter:util-linux curl:curl
 
-.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e test lint demo demo-down clean
+.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e bench test lint demo demo-down clean
 
 all: build
 
@@ -84,6 +84,13 @@ lint: $(GOLANGCI)
 	$(GO) vet -tags netns ./...
 	$(GO) vet -tags e2e ./...
 	$(GOLANGCI) run ./...
+
+# bench runs kproxy and upstream kube-proxy (iptables, nftables) side by side; BENCH_QUICK=1
+# for a short run, BENCH_ARGS for flags (-n, -rounds). Results in bench/results/.
+bench: deps build k8s
+	$(GO) build -o bin/kpbench ./bench/cmd/kpbench
+	bin/kpbench -kproxy-bin $(CURDIR)/bin/kproxy -echo-bin $(CURDIR)/bin/echo \
+	  -k8s-bin $$(e2e/tools/build-k8s.sh 2>/dev/null | tail -1) $(BENCH_ARGS)
 
 demo: deps build k8s
 	hack/demo.sh
