@@ -95,7 +95,7 @@ func TestDatapathIPIP(t *testing.T) {
 func probeIPIP() error {
 	ns := fmt.Sprintf("kpipipprobe-%d", os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		return fmt.Errorf("%v: %s", err, out)
+		return fmt.Errorf("%w: %s", err, out)
 	}
 	defer func() { _ = exec.Command("ip", "netns", "del", ns).Run() }()
 	if out, err := exec.Command("ip", "-n", ns, "link", "add", "kpprobe", "type", "ipip", "local", "192.0.2.5").CombinedOutput(); err != nil {

@@ -108,11 +108,11 @@ func (f failure) check(err error, took time.Duration) error {
 	switch f {
 	case refused:
 		if !errors.Is(err, harness.ErrRefused) || took > rejectWithin {
-			return fmt.Errorf("%v after %v, want connection refused within %v", err, took.Round(time.Millisecond), rejectWithin)
+			return fmt.Errorf("%w after %v, want connection refused within %v", err, took.Round(time.Millisecond), rejectWithin)
 		}
 	case dropped:
 		if !errors.Is(err, harness.ErrTimeout) {
-			return fmt.Errorf("%v after %v, want a timeout (dropped)", err, took.Round(time.Millisecond))
+			return fmt.Errorf("%w after %v, want a timeout (dropped)", err, took.Round(time.Millisecond))
 		}
 	}
 	return nil
@@ -121,6 +121,8 @@ func (f failure) check(err error, took time.Duration) error {
 // untilFails repeats a request until it fails the way f says (the proxy may need a sync to
 // get there), and fails the test if that does not happen within timeout. It returns the last
 // error and how long it took.
+//
+//nolint:staticcheck // ST1008: (error, duration) reads as "what failed, after how long" at every call site.
 func untilFails(ctx context.Context, t *testing.T, from string, proto harness.Proto, addr string, o harness.RequestOptions, f failure, timeout time.Duration) (error, time.Duration) {
 	t.Helper()
 	var last error

@@ -179,7 +179,7 @@ func restoreNode(t *testing.T, n *harness.Node, saved *corev1.Node) {
 		}
 		if err := harness.Poll(ctx, 50*time.Millisecond, 10*time.Second, func() error {
 			if _, err := api.Get(ctx, n.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-				return fmt.Errorf("node %s still there (%v)", n.Name, err)
+				return fmt.Errorf("node %s still there (%w)", n.Name, err)
 			}
 			return nil
 		}); err != nil {

@@ -56,7 +56,7 @@ func (c *Cluster) AddCNIPod(ctx context.Context, n *Node, k int, binDir string) 
 		} `json:"ips"`
 	}
 	if err := json.Unmarshal(prev, &result); err != nil || len(result.IPs) == 0 {
-		return nil, fmt.Errorf("CNI result for %s: no address (%v): %s", name, err, prev)
+		return nil, fmt.Errorf("CNI result for %s: no address (%w): %s", name, err, prev)
 	}
 	p, err := netip.ParsePrefix(result.IPs[0].Address)
 	if err != nil {

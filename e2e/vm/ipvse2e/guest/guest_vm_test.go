@@ -129,7 +129,7 @@ func TestKProxyIPVSWithRealAPIServer(t *testing.T) {
 		select {
 		case err := <-exited:
 			exited <- err
-			return stop{fmt.Errorf("kproxy exited: %v", err)}
+			return stop{fmt.Errorf("kproxy exited: %w", err)}
 		default:
 		}
 		resp, err := (&http.Client{Timeout: time.Second}).Get("http://127.0.0.1:10256/healthz")
@@ -258,7 +258,7 @@ var replyRE = regexp.MustCompile(`name=(\S+) client=(\S+)`)
 func clientRequest(addr string) (name, client string, err error) {
 	o, err := exec.Command("ip", "netns", "exec", clientNS, "/kproxy/echo", "client", "--tcp", addr, "--timeout", "2s").CombinedOutput()
 	if err != nil {
-		return "", "", fmt.Errorf("echo client %s: %v: %s", addr, err, bytes.TrimSpace(o))
+		return "", "", fmt.Errorf("echo client %s: %w: %s", addr, err, bytes.TrimSpace(o))
 	}
 	m := replyRE.FindStringSubmatch(string(o))
 	if m == nil {
@@ -284,7 +284,7 @@ func clientExit(addr string) (int, string) {
 func request(addr string) (string, error) {
 	o, err := exec.Command("/kproxy/echo", "client", "--tcp", addr, "--timeout", "1s").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("%v: %s", err, o)
+		return "", fmt.Errorf("%w: %s", err, o)
 	}
 	return string(o), nil
 }
