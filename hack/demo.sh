@@ -4,11 +4,17 @@
 # and requests from the pod on node 2 until one lands on the pod on node 1 (cross-node).
 # Expects `make build` (bin/kproxy, bin/echo, bin/sandbox) and e2e/tools/build-k8s.sh to have run.
 #   KPROXY_DEMO_PROXY=kube-proxy hack/demo.sh   runs upstream kube-proxy instead, for comparison
+#   KPROXY_DEMO_DATAPATH=host-gw hack/demo.sh   the pod network between the nodes (kproxy only;
+#                                               default vxlan; none = static routes)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${KPROXY_DEMO_BIN:-$ROOT/bin}   # where make build put kproxy, echo and sandbox
 PREFIX=kpdemo
 PROXY=${KPROXY_DEMO_PROXY:-kproxy}
+DATAPATH=${KPROXY_DEMO_DATAPATH:-vxlan}
+[[ $PROXY == kproxy ]] || DATAPATH=none   # upstream kube-proxy has no pod network: static routes
+DP_ARGS=()
+[[ $DATAPATH == none ]] || DP_ARGS=(--datapath "$DATAPATH")
 
 [[ $(id -u) == 0 ]] || { echo "demo: run as root (it creates network namespaces)"; exit 1; }
 for b in sandbox echo; do
@@ -16,8 +22,8 @@ for b in sandbox echo; do
 done
 K8S_BIN=${KPROXY_K8S_BIN:-$("$ROOT/e2e/tools/build-k8s.sh" | tail -1)}
 
-echo "== sandbox: 2 nodes, 1 pod each, $PROXY on every node"
-"$BIN/sandbox" up --prefix "$PREFIX" --nodes 2 --pods-per-node 1 --proxy "$PROXY" \
+echo "== sandbox: 2 nodes, 1 pod each, $PROXY on every node, pod network between the nodes: $DATAPATH"
+"$BIN/sandbox" up --prefix "$PREFIX" --nodes 2 --pods-per-node 1 --proxy "$PROXY" "${DP_ARGS[@]}" \
   --k8s-bin "$K8S_BIN" --kproxy-bin "$BIN/kproxy" --echo-bin "$BIN/echo"
 KCFG=$("$BIN/sandbox" kubeconfig --prefix "$PREFIX")
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$KCFG" "$@"; }
@@ -82,6 +88,7 @@ cat <<EOF
   $K8S_BIN/kubectl --kubeconfig $KCFG get nodes,services,endpointslices -A
   nsenter --net=/run/netns/$PREFIX-n1 iptables-save -t nat | grep KUBE
   nsenter --net=/run/netns/$PREFIX-n1 curl -s 127.0.0.1:10249/metrics | grep kubeproxy_
+  nsenter --net=/run/netns/$PREFIX-n1 ip -d link show kproxy.1; ip -n $PREFIX-n1 route; bridge -n $PREFIX-n1 fdb show dev kproxy.1   # the vxlan datapath
   nsenter --net=/run/netns/$N2_POD curl -s $CIP           # the echo server also speaks HTTP
   ls /run/kproxy-e2e/$PREFIX/logs/                        # proxy, apiserver, etcd, echo logs
   make demo-down                                          # removes everything
