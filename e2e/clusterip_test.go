@@ -130,7 +130,7 @@ func TestClusterIPFromNodeIsMasqueraded(t *testing.T) {
 		wantClient string
 	}{
 		{localSvc, local, cni0.String()},
-		{remoteSvc, remote, node.IP.String()},
+		{remoteSvc, remote, cluster.SourceTowardPods(node).String()},
 	} {
 		r, _ := firstReply(ctx, t, node.Name, harness.TCP, clusterIPAddr(tc.svc), programTimeout)
 		if r.Name != tc.backend.Name || r.Client.Addr().String() != tc.wantClient {

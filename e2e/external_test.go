@@ -120,8 +120,8 @@ func TestExternalClientMasqueradedWithClusterPolicy(t *testing.T) {
 		via  *harness.Node
 		want string
 	}{
-		{n1, n1.IP.String()},                    // forwarded to node 2: SNAT to node 1's eth0
-		{n2, n2.PodCIDR.Addr().Next().String()}, // local backend: SNAT to node 2's cni0
+		{n1, cluster.SourceTowardPods(n1).String()}, // forwarded to node 2: SNAT to node 1's address toward pods (eth0, or the VTEP over VXLAN)
+		{n2, n2.PodCIDR.Addr().Next().String()},     // local backend: SNAT to node 2's cni0
 	} {
 		addr := tc.via.NodePortAddr(nodePortOf(svc))
 		r, _ := firstReply(ctx, t, ext(), harness.TCP, addr, programTimeout)

@@ -97,6 +97,14 @@ func optionsFromEnv() (harness.Options, error) {
 		Datapath:    os.Getenv("KPROXY_E2E_DATAPATH"),
 		Logf:        func(format string, args ...any) { fmt.Printf("e2e: "+format+"\n", args...) },
 	}
+	// kproxy joins the nodes' pods with its own VXLAN datapath, as a cluster running kproxy
+	// as its pod network would; other proxies (and KPROXY_E2E_DATAPATH=none) get static routes.
+	if _, set := os.LookupEnv("KPROXY_E2E_DATAPATH"); !set && o.Proxy == harness.ProxyKProxy {
+		o.Datapath = "vxlan"
+	}
+	if o.Datapath == "none" {
+		o.Datapath = ""
+	}
 	if o.K8sBin == "" {
 		if o.K8sBin, err = buildK8s(repo); err != nil {
 			return o, err

@@ -47,7 +47,7 @@ func TestMasqueradeAll(t *testing.T) {
 		want    string
 	}{
 		{localSvc, local, cni0.String()},
-		{remoteSvc, remote, n1.IP.String()},
+		{remoteSvc, remote, cluster.SourceTowardPods(n1).String()},
 	} {
 		var r harness.Reply
 		harness.Eventually(t, programTimeout, func() error {

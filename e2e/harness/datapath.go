@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -354,4 +355,14 @@ func (c *Cluster) NodeAnnotations(ctx context.Context, n *Node) (map[string]stri
 		}
 	}
 	return out, nil
+}
+
+// SourceTowardPods is the source address a packet from node n's own namespace carries when
+// it reaches a pod on another node: the VTEP address (the .0 of n's pod subnet) over kproxy's
+// VXLAN datapath without direct routing, as with flannel; n's node IP otherwise.
+func (c *Cluster) SourceTowardPods(n *Node) netip.Addr {
+	if c.Opts.Datapath == "vxlan" && !slices.Contains(c.Opts.ProxyArgs, "--vxlan-direct-routing") {
+		return n.PodCIDR.Addr()
+	}
+	return n.IP
 }
