@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kproxy/kproxy/internal/netnsutil"
 )
 
 const testPort = "7777"
@@ -21,7 +23,7 @@ const testPort = "7777"
 func (tp *topo) serve(i int) {
 	tp.t.Helper()
 	var ln net.Listener
-	if err := inNS(tp.pod(i), func() (err error) {
+	if err := netnsutil.Do(netnsutil.Path(tp.pod(i)), func() (err error) {
 		ln, err = net.Listen("tcp", net.JoinHostPort(podIP(i), testPort))
 		return err
 	}); err != nil {
@@ -56,7 +58,7 @@ func handle(c net.Conn) {
 
 func dialFrom(ns, to string, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn
-	err := inNS(ns, func() (err error) {
+	err := netnsutil.Do(netnsutil.Path(ns), func() (err error) {
 		c, err = net.DialTimeout("tcp", net.JoinHostPort(to, testPort), timeout)
 		return err
 	})
@@ -239,7 +241,7 @@ func TestVXLANNodeToPodUsesVTEPAddress(t *testing.T) {
 	tp.reconcile(cfg, tp.nodes)
 	tp.serve(2)
 	var src string
-	err := inNS(tp.node(1), func() error {
+	err := netnsutil.Do(netnsutil.Path(tp.node(1)), func() error {
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(podIP(2), testPort), time.Second)
 		if err != nil {
 			return err

@@ -10,11 +10,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netns"
+	"github.com/kproxy/kproxy/internal/netnsutil"
 )
 
 // topo is three nodes on a fabric bridge, each with a cni0 bridge and one pod, all in
@@ -112,37 +111,9 @@ func (tp *topo) dump(i int) string {
 	return b.String()
 }
 
-// inNS runs fn on a thread in the named namespace. Sockets fn opens stay in that namespace.
-func inNS(name string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer func() { _ = orig.Close() }()
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer func() { _ = target.Close() }()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// Leave the thread locked: it dies with this goroutine instead of serving others.
-		return fmt.Errorf("restore netns: %w", err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
-
 // fragCreates reads the IPv4 FragCreates counter of a namespace (/proc/net/snmp).
 func fragCreates(name string) (n int, err error) {
-	err = inNS(name, func() error {
+	err = netnsutil.Do(netnsutil.Path(name), func() error {
 		data, err := os.ReadFile("/proc/thread-self/net/snmp")
 		if err != nil {
 			return err

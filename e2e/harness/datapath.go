@@ -20,6 +20,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kproxy/kproxy/internal/netnsutil"
 )
 
 // With Options.Datapath set, the sandbox is kproxy's pod network as well as its service proxy
@@ -256,7 +258,7 @@ func (c *Cluster) StartExternalEcho(ctx context.Context) (string, error) {
 // ListenIn listens on addr inside the network namespace ns.
 func ListenIn(ns, network, addr string) (net.Listener, error) {
 	var ln net.Listener
-	err := doInNetns(NetnsPath(ns), func() error {
+	err := netnsutil.Do(NetnsPath(ns), func() error {
 		var err error
 		ln, err = net.Listen(network, addr)
 		return err

@@ -8,50 +8,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/kproxy/kproxy/internal/netnsutil"
 )
-
-// doInNetns runs fn on an OS thread that has joined the network namespace at path, then puts
-// the thread back into the namespace it came from. If it cannot, the thread stays locked and
-// the Go runtime discards it when the goroutine ends, so no other goroutine ever runs in the
-// wrong namespace. Sockets created by fn stay in the namespace they were created in.
-func doInNetns(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- fmt.Errorf("open own netns: %w", err)
-			return
-		}
-		defer func() { _ = orig.Close() }()
-		target, err := os.Open(path)
-		if err != nil {
-			errc <- fmt.Errorf("open netns: %w", err)
-			return
-		}
-		defer func() { _ = target.Close() }()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", path, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
 
 // DialIn dials addr from inside the network namespace ns (a name under /run/netns).
 func DialIn(ctx context.Context, ns, network, addr string) (net.Conn, error) {
 	var conn net.Conn
-	err := doInNetns(NetnsPath(ns), func() error {
+	err := netnsutil.Do(NetnsPath(ns), func() error {
 		var d net.Dialer
 		var err error
 		conn, err = d.DialContext(ctx, network, addr)
@@ -62,7 +28,7 @@ func DialIn(ctx context.Context, ns, network, addr string) (net.Conn, error) {
 
 // writeSysctl sets a per-namespace sysctl (for example net/ipv4/ip_forward) inside ns.
 func writeSysctl(ns, key, value string) error {
-	return doInNetns(NetnsPath(ns), func() error {
+	return netnsutil.Do(NetnsPath(ns), func() error {
 		return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644)
 	})
 }

@@ -169,7 +169,7 @@ SERIAL=(-serial "file:$RUN/console.log" -monitor none)
 [ "${VM_SHELL:-0}" = 1 ] && { SERIAL=(-serial mon:stdio); APPEND+=" kproxy.shell=1"; }
 NIC=(-nic none)
 if [ ${#NETFWD[@]} -gt 0 ]; then
-  # ../shared/recipes/ipvs-vm/NETWORK.md: restrict=on isolates the guest (slirp answers any
+  # restrict=on isolates the guest (slirp answers any
   # other connect with a RST); each guest connection to 192.0.2.100:GPORT starts one socat to
   # the host's loopback. socat must log nowhere: its stdio is the guest connection.
   SOCAT=$(command -v socat)

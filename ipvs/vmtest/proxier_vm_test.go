@@ -12,16 +12,15 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kproxy/kproxy/endpoints"
+	"github.com/kproxy/kproxy/internal/netnsutil"
 	"github.com/kproxy/kproxy/ipset"
 	"github.com/kproxy/kproxy/iptables"
 	"github.com/kproxy/kproxy/ipvs"
@@ -297,39 +296,12 @@ func sh(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// inNS runs fn on a thread switched into the namespace; sockets made there stay in it.
-func inNS(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer func() { _ = orig.Close() }()
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer func() { _ = target.Close() }()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		return fmt.Errorf("back to the original namespace: %w", err) // (thread stays locked: it dies)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
-
 // serve answers each connection with "<name> from=<client address>" and keeps it open
 // until the client closes it.
 func serve(t *testing.T, ns, addr, name string) {
 	t.Helper()
 	var l net.Listener
-	if err := inNS(ns, func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
+	if err := netnsutil.Do(netnsutil.Path(ns), func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
 		t.Fatalf("listen %s in %s: %v", addr, ns, err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
@@ -351,7 +323,7 @@ func serve(t *testing.T, ns, addr, name string) {
 
 func dial(ns, addr string) (net.Conn, string, error) {
 	var c net.Conn
-	if err := inNS(ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, 5*time.Second); return err }); err != nil {
+	if err := netnsutil.Do(netnsutil.Path(ns), func() (err error) { c, err = net.DialTimeout("tcp", addr, 5*time.Second); return err }); err != nil {
 		return nil, "", err
 	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))

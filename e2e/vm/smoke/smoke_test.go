@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -21,6 +20,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/kproxy/kproxy/internal/netnsutil"
 )
 
 // Topology, from TESTING.md's address plan, all in namespaces of this test:
@@ -222,38 +223,11 @@ func netlinkHandle(t *testing.T, ns string) *netlink.Handle {
 	return nlh
 }
 
-// inNS runs fn on a thread switched into the namespace; sockets made there stay in it.
-func inNS(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer func() { _ = orig.Close() }()
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer func() { _ = target.Close() }()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		return fmt.Errorf("back to the original namespace: %w", err) // (thread stays locked: it dies)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
-
 // serve answers each connection with "<name> from=<client address>".
 func serve(t *testing.T, ns, addr, name string) {
 	t.Helper()
 	var l net.Listener
-	if err := inNS(ns, func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
+	if err := netnsutil.Do(netnsutil.Path(ns), func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
 		t.Fatalf("listen %s in %s: %v", addr, ns, err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
@@ -273,7 +247,7 @@ func serve(t *testing.T, ns, addr, name string) {
 // fetch connects from the namespace and returns the first line of the reply.
 func fetch(ns, addr string) (string, error) {
 	var c net.Conn
-	if err := inNS(ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, 5*time.Second); return err }); err != nil {
+	if err := netnsutil.Do(netnsutil.Path(ns), func() (err error) { c, err = net.DialTimeout("tcp", addr, 5*time.Second); return err }); err != nil {
 		return "", err
 	}
 	defer func() { _ = c.Close() }()
