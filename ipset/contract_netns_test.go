@@ -4,8 +4,6 @@ package ipset
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"net/netip"
 	"os"
@@ -16,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/kproxy/kproxy/internal/netnsutil"
 )
 
 // Kernel contract tests: `go test -tags netns ./ipset/` as root. Each test works in a
@@ -29,18 +29,10 @@ func newTestNS(t *testing.T) (name, path string) {
 	if os.Geteuid() != 0 {
 		t.Fatal("the netns tests need root")
 	}
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	name = "kps-" + hex.EncodeToString(b)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
+	name, path = netnsutil.CreateTemp(t, "kps")
 	// ipset must work in the namespace before any test result means anything.
 	run(t, "ip", "netns", "exec", name, "ipset", "list", "-n")
-	return name, "/run/netns/" + name
+	return name, path
 }
 
 func run(t *testing.T, args ...string) string {

@@ -4,33 +4,20 @@ package iptables
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/kproxy/kproxy/internal/netnsutil"
 )
 
 // newNetNS creates a fresh network namespace (kpt-<random>) for the test, deleted at the end,
 // and returns a Runner bound to it.
 func newNetNS(t *testing.T) *Runner {
 	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := "kpt-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return New(Options{NetNSPath: "/run/netns/" + name})
+	_, path := netnsutil.CreateTemp(t, "kpt")
+	return New(Options{NetNSPath: path})
 }
 
 // TestContractRestore runs every restore case against the kernel and the Fake: both must

@@ -4,15 +4,13 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kproxy/kproxy/internal/netnsutil"
 	"github.com/kproxy/kproxy/ipset"
 	"github.com/kproxy/kproxy/iptables"
 	iptproxy "github.com/kproxy/kproxy/iptables/proxy"
@@ -24,20 +22,8 @@ import (
 // its path.
 func newNetNSPath(t *testing.T) string {
 	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := "kpt-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return "/run/netns/" + name
+	_, path := netnsutil.CreateTemp(t, "kpt")
+	return path
 }
 
 // kernelTables is the nat and filter tables of ipt as iptables-save prints them, without

@@ -4,16 +4,14 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kproxy/kproxy/internal/netnsutil"
 	"github.com/kproxy/kproxy/iptables"
 )
 
@@ -28,20 +26,8 @@ func newNetNS(t *testing.T) *iptables.Runner {
 // its path.
 func newNetNSPath(t testing.TB) string {
 	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := "kpt-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return "/run/netns/" + name
+	_, path := netnsutil.CreateTemp(t, "kpt")
+	return path
 }
 
 // counting counts the restores that reach the kernel.

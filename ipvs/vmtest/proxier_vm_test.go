@@ -5,8 +5,6 @@ package vmtest
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -44,9 +42,9 @@ var backends = []struct{ name, nodeIP, ip string }{
 func TestProxierInVM(t *testing.T) {
 	requireVM(t)
 	ctx := context.Background()
-	sfx := randSuffix()
-	node := newNS(t, "kpv-node-"+sfx)
-	client := newNS(t, "kpv-client-"+sfx)
+	sfx := netnsutil.Suffix()
+	node := nsName(t, "kpv-node-"+sfx)
+	client := nsName(t, "kpv-client-"+sfx)
 	sh(t, "ip", "-n", node, "link", "add", "kpv-c0", "type", "veth", "peer", "name", "eth0", "netns", client)
 	sh(t, "ip", "-n", node, "addr", "add", nodeIP+"/24", "dev", "kpv-c0")
 	sh(t, "ip", "-n", node, "link", "set", "kpv-c0", "up")
@@ -54,7 +52,7 @@ func TestProxierInVM(t *testing.T) {
 	sh(t, "ip", "-n", client, "link", "set", "eth0", "up")
 	sh(t, "ip", "-n", client, "route", "add", "100.100.0.0/16", "via", nodeIP)
 	for i, b := range backends {
-		ns := newNS(t, "kpv-"+b.name+"-"+sfx)
+		ns := nsName(t, "kpv-"+b.name+"-"+sfx)
 		dev := fmt.Sprintf("kpv-b%d", i)
 		sh(t, "ip", "-n", node, "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", ns)
 		sh(t, "ip", "-n", node, "addr", "add", b.nodeIP+"/24", "dev", dev)
@@ -272,21 +270,6 @@ func requireVM(t *testing.T) {
 	}
 }
 
-func randSuffix() string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// newNS creates a named network namespace with lo up (IPVS needs it), removed at the end.
-func newNS(t *testing.T, name string) string {
-	t.Helper()
-	sh(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	sh(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
-}
-
 func sh(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
@@ -358,4 +341,11 @@ func hold(t *testing.T, ns, addr string) (net.Conn, string) {
 	}
 	name, _, _ := strings.Cut(line, " ")
 	return c, name
+}
+
+// nsName creates the named namespace (lo up, removed at the end) and returns the name.
+func nsName(t *testing.T, name string) string {
+	t.Helper()
+	netnsutil.Create(t, name)
+	return name
 }

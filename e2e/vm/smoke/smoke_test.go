@@ -4,8 +4,6 @@ package smoke
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -45,9 +43,9 @@ var backends = []struct{ name, nodeIP, ip string }{
 
 func TestIPVSVirtualServer(t *testing.T) {
 	requireVM(t)
-	sfx := randSuffix()
-	node := newNS(t, "kps-node-"+sfx)
-	client := newNS(t, "kps-client-"+sfx)
+	sfx := netnsutil.Suffix()
+	node := nsName(t, "kps-node-"+sfx)
+	client := nsName(t, "kps-client-"+sfx)
 
 	// client <-> node
 	sh(t, "ip", "-n", node, "link", "add", "kps-c0", "type", "veth", "peer", "name", "eth0", "netns", client)
@@ -58,7 +56,7 @@ func TestIPVSVirtualServer(t *testing.T) {
 	sh(t, "ip", "-n", client, "route", "add", "100.100.0.0/16", "via", "198.51.100.1")
 	// node <-> backends, each with a server that reports who it is and whom it saw
 	for i, b := range backends {
-		ns := newNS(t, "kps-"+b.name+"-"+sfx)
+		ns := nsName(t, "kps-"+b.name+"-"+sfx)
 		dev := fmt.Sprintf("kps-b%d", i)
 		sh(t, "ip", "-n", node, "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", ns)
 		sh(t, "ip", "-n", node, "addr", "add", b.nodeIP+"/24", "dev", dev)
@@ -182,21 +180,6 @@ func requireVM(t *testing.T) {
 	}
 }
 
-func randSuffix() string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// newNS creates a named network namespace with lo up (IPVS needs it), removed at the end.
-func newNS(t *testing.T, name string) string {
-	t.Helper()
-	sh(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	sh(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
-}
-
 func sh(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
@@ -254,4 +237,11 @@ func fetch(ns, addr string) (string, error) {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimSpace(line), err
+}
+
+// nsName creates the named namespace (lo up, removed at the end) and returns the name.
+func nsName(t *testing.T, name string) string {
+	t.Helper()
+	netnsutil.Create(t, name)
+	return name
 }
