@@ -3,6 +3,7 @@ module github.com/kproxy/kproxy
 go 1.26.0
 
 require (
+	github.com/containernetworking/cni v1.3.1
 	github.com/coreos/go-iptables v0.8.0
 	github.com/google/go-cmp v0.7.0
 	github.com/moby/ipvs v1.1.0

@@ -246,7 +246,7 @@ func (pl *planner) addVXLANPeer(n Node, cidrs []netip.Prefix) {
 
 func (pl *planner) addHostGWPeer(n Node, cidrs []netip.Prefix) {
 	if !pl.sameL2(n) {
-		pl.skip(n.Name, "node IP %s is not on this node's subnet %s: host-gw needs one L2 subnet (use vxlan or vxlan with direct routing)", n.IP, pl.self.Underlay)
+		pl.skip(n.Name, "node IP %s is not on this node's subnet %s: host-gw needs one L2 subnet (use vxlan or vxlan with direct routing)", n.IP, pl.self.Underlay.Masked())
 		return
 	}
 	for _, c := range cidrs {

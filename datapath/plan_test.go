@@ -135,7 +135,7 @@ func TestComputePlan(t *testing.T) {
 		self: self1, nodes: []Node{n2, n3far},
 		want: Plan{PodMTU: 1500,
 			Routes:  []Route{{Dst: pfx("100.64.2.0/24"), Gw: addr("192.0.2.12")}},
-			Skipped: []Skip{{Node: "n3", Reason: "node IP 192.0.2.200 is not on this node's subnet 192.0.2.11/25: host-gw needs one L2 subnet (use vxlan or vxlan with direct routing)"}}},
+			Skipped: []Skip{{Node: "n3", Reason: "node IP 192.0.2.200 is not on this node's subnet 192.0.2.0/25: host-gw needs one L2 subnet (use vxlan or vxlan with direct routing)"}}},
 	}, {
 		name: "host-gw: an IPv6 pod subnet cannot go via an IPv4 node IP",
 		cfg:  Config{Backend: BackendHostGW},

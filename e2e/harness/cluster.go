@@ -26,8 +26,17 @@ type Options struct {
 	// Datapath is kproxy's --datapath (vxlan, host-gw, ipip): the harness adds no routes
 	// between the nodes' pod subnets and the proxy programs them. "" or "none": static routes.
 	Datapath string
-	K8sBin   string // directory with kube-apiserver, etcd and kube-proxy
-	EchoBin  string // the e2e/cmd/echo binary
+	// RoutedNodes of the Nodes (the last ones) sit on a second underlay subnet behind a
+	// router namespace instead of on the fabric's (the routed topology, topology.go). Needs
+	// a Datapath: the harness routes no pod subnet.
+	RoutedNodes int
+	// CNIBin is a directory with the upstream CNI plugins (bridge, host-local, portmap):
+	// the pods are then attached by them through libcni, with the conflist each node's
+	// kproxy wrote, once it wrote it (cni.go). Needs a Datapath. "": the harness makes each
+	// pod's veth itself.
+	CNIBin  string
+	K8sBin  string // directory with kube-apiserver, etcd and kube-proxy
+	EchoBin string // the e2e/cmd/echo binary
 	// ForwardListen is where the in-process API forwarder listens (default 127.0.0.1:0).
 	ForwardListen string
 	// Logf receives one line per step with its duration (default: stdout).
@@ -44,6 +53,7 @@ type Cluster struct {
 	RESTConfig *rest.Config
 	Reconciler string // the apiserver's endpoint reconciler that worked
 	fab        string
+	rtr        string // the router namespace (Options.RoutedNodes > 0)
 	fwd        *Forwarder
 	pki        *pki
 }
@@ -65,8 +75,20 @@ func (o *Options) validate() error {
 	default:
 		return fmt.Errorf("proxy %q: want %s, %s or %s", o.Proxy, ProxyKProxy, ProxyKubeProxy, ProxyNone)
 	}
-	if o.Datapath != "" && o.Datapath != "none" && o.Proxy != ProxyKProxy {
+	datapath := o.Datapath != "" && o.Datapath != "none"
+	if datapath && o.Proxy != ProxyKProxy {
 		return fmt.Errorf("datapath %q needs proxy %s, not %q", o.Datapath, ProxyKProxy, o.Proxy)
+	}
+	if o.RoutedNodes < 0 || o.RoutedNodes > o.Nodes {
+		return fmt.Errorf("routed nodes %d of %d: out of range", o.RoutedNodes, o.Nodes)
+	}
+	if (o.RoutedNodes > 0 || o.CNIBin != "") && !datapath {
+		return errors.New("routed nodes and CNI pods need a datapath (the harness routes no pod subnet between subnets, and kproxy writes the conflist)")
+	}
+	if o.CNIBin != "" {
+		for _, p := range []string{"bridge", "host-local", "portmap"} {
+			need = append(need, filepath.Join(o.CNIBin, p))
+		}
 	}
 	for _, f := range need {
 		if st, err := os.Stat(f); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
@@ -102,7 +124,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Opts: opts, State: StateDir(opts.Prefix), fab: fabName(opts.Prefix),
-		Nodes: plan(opts.Prefix, opts.Nodes, opts.PodsPerNode), External: planExternal(opts.Prefix)}
+		Nodes: plan(opts), External: planExternal(opts.Prefix)}
+	if opts.RoutedNodes > 0 {
+		c.rtr = RouterNetns(opts.Prefix)
+	}
 	t0 := time.Now()
 	if err := c.step("clean up leftovers of "+opts.Prefix, func() error {
 		rep, err := Cleanup(opts.Prefix)
@@ -116,7 +141,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := c.step("certificates and kubeconfigs", c.writeCredentials); err != nil {
 		return c, err
 	}
-	if err := c.step("fabric netns "+c.fab+" (bridge "+fabBridge+" 192.0.2.1/24)", func() error { return ensureFabric(c.fab) }); err != nil {
+	subnet := fabricSubnet(opts)
+	if err := c.step("fabric netns "+c.fab+" (bridge "+fabBridge+" "+withLen(FabricIP, subnet)+")", func() error { return ensureFabric(c.fab, subnet) }); err != nil {
 		return c, err
 	}
 	// The node and pod namespaces are built while etcd and the apiserver start.
@@ -141,9 +167,13 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return c, err
 	}
 	if c.podRoutes() == datapathPodRoutes {
-		if err := c.step("datapath "+opts.Datapath+": pod MTU from the conflists, routes to every peer", func() error {
+		what := "datapath " + opts.Datapath + ": pod MTU from the conflists, routes to every peer"
+		if opts.CNIBin != "" {
+			what = "datapath " + opts.Datapath + ": pods by CNI ADD (libcni), routes to every peer"
+		}
+		if err := c.step(what, func() error {
 			for _, n := range c.Nodes {
-				if err := c.applyPodMTU(ctx, n); err != nil {
+				if err := c.preparePods(ctx, n); err != nil {
 					return err
 				}
 			}
@@ -208,15 +238,27 @@ func (c *Cluster) buildNodes(ctx context.Context) error {
 	for _, n := range c.Nodes {
 		npods += len(n.Pods)
 	}
-	if err := c.step(fmt.Sprintf("%d node netns (eth0, cni0, routes), external netns", len(c.Nodes)), func() error {
-		for _, n := range c.Nodes {
-			if err := ensureNode(c.fab, n, c.Nodes, c.podRoutes()); err != nil {
+	what := fmt.Sprintf("%d node netns (eth0, cni0, routes), external netns", len(c.Nodes))
+	if c.rtr != "" {
+		what = fmt.Sprintf("%d node netns (%d routed), router and external netns", len(c.Nodes), c.Opts.RoutedNodes)
+	}
+	if err := c.step(what, func() error {
+		if c.rtr != "" {
+			if err := ensureRouter(c.fab, c.rtr); err != nil {
 				return err
 			}
 		}
-		return ensureExternal(c.fab, c.External, c.Nodes)
+		for _, n := range c.Nodes {
+			if err := c.ensureNode(n); err != nil {
+				return err
+			}
+		}
+		return ensureExternal(c.fab, c.External, c.Nodes, fabricSubnet(c.Opts))
 	}); err != nil {
 		return err
+	}
+	if c.Opts.CNIBin != "" {
+		return nil // the CNI plugins attach the pods once kproxy wrote the conflists
 	}
 	return c.step(fmt.Sprintf("%d pod netns with echo servers, listening", npods), func() error {
 		for _, n := range c.Nodes {

@@ -27,9 +27,9 @@ import (
 // With Options.Datapath set, the sandbox is kproxy's pod network as well as its service proxy
 // (issue 6): nodes get no routes to each other's pod subnets (nor does the fabric), every
 // kproxy runs with --datapath and --cni-conf-dir=CNIConfDir(node), and its Node identity may
-// patch nodes (it publishes kproxy.io/ annotations). Pods still hang off cni0 by a veth the
-// harness makes, as the CNI bridge plugin would; their MTU (and cni0's) is the one kproxy
-// wrote into its conflist.
+// patch nodes (it publishes kproxy.io/ annotations). Pods hang off cni0 by a veth the harness
+// makes, as the CNI bridge plugin would, with the MTU kproxy wrote into its conflist; or, with
+// Options.CNIBin, the CNI plugins attach them through libcni (cni.go).
 
 // DatapathRouteProtocol is the protocol of the routes kproxy's datapath adds (ip route ...
 // proto 107).
@@ -87,6 +87,15 @@ func (c *Cluster) ConflistMTU(n *Node) (int, error) {
 	return 0, fmt.Errorf("conflist of %s: no bridge plugin with an mtu", n.Name)
 }
 
+// preparePods readies node n's pods once its kproxy runs: attached by the CNI plugins
+// (Options.CNIBin), or the harness's veth pods given the conflist's MTU.
+func (c *Cluster) preparePods(ctx context.Context, n *Node) error {
+	if c.Opts.CNIBin != "" {
+		return c.attachCNIPods(ctx, n)
+	}
+	return c.applyPodMTU(ctx, n)
+}
+
 // applyPodMTU waits for node n's conflist and gives cni0, the pods' veths and the pods'
 // eth0 its MTU, as the bridge plugin does for the pods it creates.
 func (c *Cluster) applyPodMTU(ctx context.Context, n *Node) error {
@@ -129,7 +138,15 @@ func HasDatapathRoute(routes []string, dst string) bool {
 	return slices.ContainsFunc(routes, func(r string) bool { return strings.HasPrefix(r, dst+" ") })
 }
 
-// WaitDatapath waits until every node has a datapath route to every other node's pod subnet.
+// DatapathReaches reports whether node n's datapath routes to peer p's pod subnet: always,
+// except with host-gw between nodes on different underlay subnets (kproxy logs an error for
+// such a peer instead).
+func (c *Cluster) DatapathReaches(n, p *Node) bool {
+	return c.Opts.Datapath != "host-gw" || n.Subnet.Contains(p.IP)
+}
+
+// WaitDatapath waits until every node has a datapath route to the pod subnet of every other
+// node it reaches (DatapathReaches).
 func (c *Cluster) WaitDatapath(ctx context.Context) error {
 	return poll(ctx, 100*time.Millisecond, 20*time.Second, func() error {
 		for _, n := range c.Nodes {
@@ -138,7 +155,7 @@ func (c *Cluster) WaitDatapath(ctx context.Context) error {
 				return err
 			}
 			for _, p := range c.Nodes {
-				if p != n && !HasDatapathRoute(routes, p.PodCIDR.String()) {
+				if p != n && c.DatapathReaches(n, p) && !HasDatapathRoute(routes, p.PodCIDR.String()) {
 					return fmt.Errorf("node %s has no datapath route to %s (node %s); its routes: %q", n.Name, p.PodCIDR, p.Name, routes)
 				}
 			}
@@ -147,10 +164,11 @@ func (c *Cluster) WaitDatapath(ctx context.Context) error {
 	})
 }
 
-// AddNode adds a node (the next index) with the sandbox's pods per node: namespaces, echo
-// servers, its Node object and its proxy, as Start does for the first ones. With static routes
-// every node gets a route to its pod subnet; with a datapath the proxies program it. The
-// external namespace gets no routes to its LB and externalIP blocks.
+// AddNode adds a node (the next index, on the fabric's subnet) with the sandbox's pods per
+// node: namespaces, echo servers, its Node object and its proxy, as Start does for the first
+// ones (with Options.CNIBin the CNI plugins attach its pods once its proxy runs). With static
+// routes every node gets a route to its pod subnet; with a datapath the proxies program it.
+// The external namespace gets no routes to its LB and externalIP blocks.
 func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	i := 1
 	for _, n := range c.Nodes {
@@ -159,11 +177,8 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	if i > maxNodes {
 		return nil, fmt.Errorf("node %d: more than %d nodes", i, maxNodes)
 	}
-	n := &Node{Index: i, Name: nodeName(c.Opts.Prefix, i), IP: nodeIP(i), PodCIDR: podCIDR(i), Zone: zoneName(i)}
-	for j := 1; j <= c.Opts.PodsPerNode; j++ {
-		n.Pods = append(n.Pods, &Pod{Name: podName(c.Opts.Prefix, i, j), Node: n, IP: podIP(i, j)})
-	}
-	if err := ensureNode(c.fab, n, c.Nodes, c.podRoutes()); err != nil {
+	n := planNode(c.Opts, i, false)
+	if err := c.ensureNode(n); err != nil {
 		return nil, err
 	}
 	if c.podRoutes() == staticPodRoutes {
@@ -174,6 +189,9 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 		}
 	}
 	for j, p := range n.Pods {
+		if c.Opts.CNIBin != "" {
+			break // the CNI plugins attach them once the proxy wrote the conflist
+		}
 		if err := ensurePod(p, j+1); err != nil {
 			return nil, err
 		}
@@ -188,7 +206,7 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 		return nil, err
 	}
 	if c.podRoutes() == datapathPodRoutes {
-		if err := c.applyPodMTU(ctx, n); err != nil {
+		if err := c.preparePods(ctx, n); err != nil {
 			return nil, err
 		}
 	}
@@ -196,18 +214,17 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	return n, nil
 }
 
-// RemoveNode takes node n out: its proxy and echo servers stop, its Node object is deleted
-// and its namespaces (pods and node) go. With static routes the other nodes' routes to it go
-// too; with a datapath, removing them is the proxies' job.
+// RemoveNode takes node n out: its proxy and echo servers stop, the CNI plugins detach its
+// CNI pods (DEL), its Node object is deleted and its namespaces (pods and node) go. With
+// static routes the other nodes' routes to it go too; with a datapath, removing them is the
+// proxies' job.
 func (c *Cluster) RemoveNode(ctx context.Context, n *Node) error {
 	if err := c.StopProxy(n); err != nil {
 		return err
 	}
 	for _, p := range n.Pods {
-		if p.echo != nil {
-			killAll([]int{p.echo.cmd.Process.Pid}, 2*time.Second)
-			<-p.echo.done
-			p.echo = nil
+		if err := c.detachCNIPod(ctx, p); err != nil {
+			return err
 		}
 	}
 	err := c.Client.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{})
@@ -219,6 +236,9 @@ func (c *Cluster) RemoveNode(ctx context.Context, n *Node) error {
 		cmds = append(cmds, []string{"netns", "del", p.Name})
 	}
 	cmds = append(cmds, []string{"netns", "del", n.Name})
+	if n.Routed {
+		cmds = append(cmds, routerNodeRoutes(c.rtr, "del", n)...)
+	}
 	c.Nodes = slices.DeleteFunc(c.Nodes, func(o *Node) bool { return o == n })
 	if c.podRoutes() == staticPodRoutes {
 		cmds = append(cmds, []string{"-n", c.fab, "route", "del", n.PodCIDR.String()})

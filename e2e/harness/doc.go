@@ -20,6 +20,12 @@
 //	netns p-ext     the external client on kpbr0: sends from 198.51.100.10 to node IPs, to LB
 //	                ingress IPs and externalIPs (routed per node); see external.go
 //
+// Options.RoutedNodes puts the last nodes on a second underlay subnet, 192.0.2.128/25 behind
+// a router namespace p-rtr, the fabric keeping 192.0.2.0/25 (topology.go), so that direct
+// routing and host-gw meet a peer off their L2 subnet. Options.CNIBin has the upstream CNI
+// plugins attach the pods through libcni, with the conflist each node's kproxy wrote,
+// instead of the harness's veths (cni.go).
+//
 // Rules it keeps (see /work/shared/TESTING.md): nothing of this plan is ever put in the root
 // network namespace; no namespace has a default route except pods, whose default route is their
 // own node. The test process (root namespace) reaches the apiserver through a forwarder on

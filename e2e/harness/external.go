@@ -17,6 +17,7 @@ import (
 //	every node   198.51.100.0/24 via 192.0.2.100           (replies to external clients)
 //	             203.0.113.0/24 via 192.0.2.100            (the node's own first route lookup
 //	                                                       for an externalIP; ext does not forward)
+//	             (routed nodes: both via the router, see topology.go)
 //
 // So a packet from ext to an LB IP or externalIP arrives at node i's eth0 with the client's
 // source 198.51.100.10 kept, as from a router; backends anywhere reply through their node,
@@ -35,37 +36,38 @@ func planExternal(prefix string) *External {
 		ClientIP: ExternalClientIP, OtherIP: ExternalClientIP2}
 }
 
-// ensureExternal creates the external namespace on the fabric bridge and its routes to the
-// nodes' LB and externalIP blocks.
-func ensureExternal(fab string, e *External, nodes []*Node) error {
+// ensureExternal creates the external namespace on the fabric bridge (whose subnet is
+// subnet) and its routes to the nodes' LB and externalIP blocks; in the routed topology, the
+// routed subnet and the routed nodes' blocks go via the router.
+func ensureExternal(fab string, e *External, nodes []*Node, subnet netip.Prefix) error {
+	src := e.ClientIP.String()
 	cmds := [][]string{
 		{"netns", "add", e.Name},
 		{"-n", e.Name, "link", "set", "lo", "up"},
 		{"-n", fab, "link", "add", "veth-ext", "type", "veth", "peer", "name", "eth0", "netns", e.Name},
 		{"-n", fab, "link", "set", "veth-ext", "master", fabBridge, "up"},
-		{"-n", e.Name, "addr", "add", withLen(e.LinkIP, FabricCIDR), "dev", "eth0", "noprefixroute"},
+		{"-n", e.Name, "addr", "add", withLen(e.LinkIP, subnet), "dev", "eth0", "noprefixroute"},
 		{"-n", e.Name, "addr", "add", e.ClientIP.String() + "/32", "dev", "eth0"},
 		{"-n", e.Name, "addr", "add", e.OtherIP.String() + "/32", "dev", "eth0"},
 		{"-n", e.Name, "link", "set", "eth0", "up"},
-		{"-n", e.Name, "route", "add", FabricCIDR.String(), "dev", "eth0", "src", e.ClientIP.String()},
+		{"-n", e.Name, "route", "add", subnet.String(), "dev", "eth0", "src", src},
+	}
+	if subnet != FabricCIDR {
+		cmds = append(cmds, []string{"-n", e.Name, "route", "add", RoutedCIDR.String(), "via", RouterFabricIP.String(), "src", src})
 	}
 	for _, n := range nodes {
+		gw := n.IP
+		if n.Routed {
+			gw = RouterFabricIP
+		}
 		if n.Index <= maxLBNodes {
-			cmds = append(cmds, []string{"-n", e.Name, "route", "add", lbBlock(n.Index).String(), "via", n.IP.String(), "src", e.ClientIP.String()})
+			cmds = append(cmds, []string{"-n", e.Name, "route", "add", lbBlock(n.Index).String(), "via", gw.String(), "src", src})
 		}
 		if n.Index <= maxExternalIPNodes {
-			cmds = append(cmds, []string{"-n", e.Name, "route", "add", extBlock(n.Index).String(), "via", n.IP.String(), "src", e.ClientIP.String()})
+			cmds = append(cmds, []string{"-n", e.Name, "route", "add", extBlock(n.Index).String(), "via", gw.String(), "src", src})
 		}
 	}
 	return ipBatch(cmds...)
-}
-
-// externalRoutes are the routes of node n towards the external namespace.
-func externalRoutes(n *Node) [][]string {
-	return [][]string{
-		{"-n", n.Name, "route", "add", ExternalClientCIDR.String(), "via", ExternalLinkIP.String()},
-		{"-n", n.Name, "route", "add", ExternalIPCIDR.String(), "via", ExternalLinkIP.String()},
-	}
 }
 
 // NodePortAddr is "nodeIP:port" of node n.
