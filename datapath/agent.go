@@ -337,20 +337,25 @@ func (a *Agent) writeConflist(ctx context.Context, self Self, plan Plan) error {
 	return nil
 }
 
-// writeMasquerade restores MasqueradeChain (declaring it flushes it, so stale rules go) and
-// makes sure nat POSTROUTING jumps to it, per family.
+// writeMasquerade restores MasqueradeChain (declaring it flushes it, so stale rules go) when
+// the kernel's differs from the plan's, and makes sure nat POSTROUTING jumps to it, per
+// family. A chain already as planned is not rewritten: a rewrite would reset its counters
+// and, on a kproxy restart, change the kernel when nothing changed.
 func (a *Agent) writeMasquerade(ctx context.Context, plan Plan) error {
 	var errs []error
 	for _, f := range []struct {
 		ipt   iptables.Interface
+		fam   iptables.Family
 		rules []Rule
-	}{{a.opts.IPTables, plan.Masquerade.V4}, {a.opts.IP6Tables, plan.Masquerade.V6}} {
+	}{{a.opts.IPTables, iptables.IPv4, plan.Masquerade.V4}, {a.opts.IP6Tables, iptables.IPv6, plan.Masquerade.V6}} {
 		if f.ipt == nil {
 			continue
 		}
-		if err := f.ipt.Restore(ctx, renderMasquerade(f.rules)); err != nil {
-			errs = append(errs, fmt.Errorf("restore %s: %w", MasqueradeChain, err))
-			continue
+		if !masqueradeInPlace(ctx, f.ipt, f.fam, f.rules) {
+			if err := f.ipt.Restore(ctx, renderMasquerade(f.rules)); err != nil {
+				errs = append(errs, fmt.Errorf("restore %s: %w", MasqueradeChain, err))
+				continue
+			}
 		}
 		jump := JumpRule()
 		if _, err := f.ipt.EnsureRule(ctx, iptables.Append, iptables.TableNAT, iptables.Chain(jump.Chain), jump.Args...); err != nil {
@@ -358,6 +363,31 @@ func (a *Agent) writeMasquerade(ctx context.Context, plan Plan) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// masqueradeInPlace reports whether the kernel's MasqueradeChain holds exactly rules (in
+// iptables-save's canonical form). Any doubt (a read error, a rule that does not
+// canonicalise) answers false, so that the chain is written.
+func masqueradeInPlace(ctx context.Context, ipt iptables.Interface, fam iptables.Family, rules []Rule) bool {
+	data, err := ipt.Save(ctx, iptables.TableNAT)
+	if err != nil {
+		return false
+	}
+	chains, err := iptables.ParseSave(data, iptables.TableNAT)
+	if err != nil {
+		return false
+	}
+	cur, ok := chains[MasqueradeChain]
+	if !ok || len(cur) != len(rules) {
+		return false
+	}
+	for i, r := range rules {
+		want, err := iptables.CanonicalRule(fam, iptables.TableNAT, r.Args...)
+		if err != nil || want != cur[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // renderMasquerade is the restore text of table nat holding exactly rules in MasqueradeChain.

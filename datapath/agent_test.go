@@ -192,6 +192,13 @@ func TestAgentProgramsNodeAndPublishesOnce(t *testing.T) {
 	if d := cmp.Diff(masqueradeNAT, string(nat)); d != "" {
 		t.Errorf("nat table (-want +got):\n%s", d)
 	}
+	// A sync with the chain as planned does not rewrite it (a restart changes nothing).
+	restores := e.ipt.RestoreCount()
+	e.agent.runner.Request()
+	time.Sleep(100 * time.Millisecond)
+	if n := e.ipt.RestoreCount() - restores; n != 0 {
+		t.Errorf("%d restores of an unchanged masquerade chain, want 0:\n%s", n, e.ipt.LastRestore())
+	}
 }
 
 // A joining node is added and a departed node removed; the masquerade chain follows the

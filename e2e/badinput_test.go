@@ -73,6 +73,21 @@ func TestAPIValidationOfBadInput(t *testing.T) {
 		{"service clusterIP outside the range", svc(func(s *corev1.Service) { s.Spec.ClusterIP = "10.0.0.5" }), false},
 		{"service port 0", svc(func(s *corev1.Service) { s.Spec.Ports[0].Port = 0 }), false},
 		{"service externalIP 127.0.0.1", svc(func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"127.0.0.1"} }), false},
+		{"service port 70000", svc(func(s *corev1.Service) { s.Spec.Ports[0].Port = 70000 }), false},
+		{"service protocol ICMP", svc(func(s *corev1.Service) { s.Spec.Ports[0].Protocol = "ICMP" }), false},
+		{"service nodePort 70000 (dry run)", svc(func(s *corev1.Service) {
+			s.Spec.Type = corev1.ServiceTypeNodePort
+			s.Spec.Ports[0].NodePort = 70000
+		}), true},
+		{"service nodePort 70000 (for real)", func() error {
+			s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "nodeport-70000", Namespace: ns},
+				Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 80, NodePort: 70000}}}}
+			_, err := cluster.Client.CoreV1().Services(ns).Create(ctx, s, metav1.CreateOptions{})
+			if err == nil {
+				_ = cluster.Client.CoreV1().Services(ns).Delete(ctx, s.Name, metav1.DeleteOptions{})
+			}
+			return err
+		}, false},
 		{"service targetPort 0 (defaulted to port)", svc(func(s *corev1.Service) {}), true},
 		{"slice address not-an-ip", sl(v4(p8080, "not-an-ip")), false},
 		{"slice IPv6 address in an IPv4 slice", sl(v4(p8080, "2001:db8::1")), false},
@@ -99,6 +114,9 @@ func TestAPIValidationOfBadInput(t *testing.T) {
 		}), true},
 		{"slice with the same address twice", sl(v4(p8080, "100.64.1.11", "100.64.1.11")), true},
 		{"slice FQDN holding an IP", sl(slice(ns, "s", "svc", discoveryv1.AddressTypeFQDN, p8080, "100.64.1.11")), true},
+		{"slice with 1000 endpoints", sl(v4(p8080, manyAddrs(1000)...)), true},
+		{"slice with 1001 endpoints", sl(v4(p8080, manyAddrs(1001)...)), false},
+		{"slice with 2000 endpoints", sl(v4(p8080, manyAddrs(2000)...)), false},
 	} {
 		err := tc.create()
 		var status apierrors.APIStatus

@@ -66,6 +66,15 @@ func TestDeployManifestsServerDryRun(t *testing.T) {
 		}
 	}
 
+	// The datapath variant on its own, as docs/install.md applies it (its DaemonSet replaces
+	// deploy/daemonset.yaml's: same name).
+	out, code = kubectl(ctx, t, "apply", "--dry-run=server", "--validate=strict",
+		"-f", filepath.Join(deploy, "rbac.yaml"), "-f", filepath.Join(deploy, "configmap.yaml"), "-f", optional)
+	t.Logf("kubectl apply --dry-run=server (datapath):\n%s", out)
+	if code != 0 || !strings.Contains(out, "daemonset.apps/kproxy") {
+		t.Fatalf("server-side dry run of the datapath manifests failed (exit %d):\n%s", code, out)
+	}
+
 	// The RBAC objects for real (cluster-scoped, deleted at the end; no controller needed).
 	rbac := filepath.Join(deploy, "rbac.yaml")
 	datapathRBAC := filepath.Join(optional, "datapath-rbac.yaml")

@@ -15,7 +15,8 @@
 // Every event is first converted, outside the lock, into plain values: a Service into one
 // *ServicePort per valid port of the tracker's IP family (service.go), an EndpointSlice into its
 // ports and endpoints (slice.go). Invalid parts are dropped and reported through
-// TrackerOptions.OnInvalid (reasons: the Reason* constants); the rest of the object is kept.
+// TrackerOptions.OnInvalid (reasons: the Reason* constants), in one call per object version
+// however many of its parts are bad; the rest of the object is kept.
 // Skipped objects (ExternalName, headless, no cluster IP of our family, other-family or FQDN
 // slices, objects carrying the service-proxy-name label, slices with the headless label) are
 // dropped silently, as kube-proxy's informer selectors would.

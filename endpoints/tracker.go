@@ -1,7 +1,9 @@
 package endpoints
 
 import (
+	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,9 +18,10 @@ type TrackerOptions struct {
 	// v1.IPv6Protocol.
 	IPFamily v1.IPFamily
 	// OnInvalid reports bad input from the API. kind is "Service" or "EndpointSlice"; reason
-	// is one of the Reason* constants. It is called for every object or part of an object
-	// skipped as invalid (once per object version: not again on an informer resync), from the
-	// goroutine that delivered the event, without the tracker's lock held. May be nil.
+	// is one of the Reason* constants. It is called once for every object version with parts
+	// skipped as invalid (not again on an informer resync): reason is the first problem's and
+	// message lists them all (the first five, then a count). It runs on the goroutine that
+	// delivered the event, without the tracker's lock held. May be nil.
 	OnInvalid func(kind, namespace, name, reason, message string)
 	// StartTime drops EndpointSlice trigger times that are not after it, so that the slices
 	// listed at startup do not report their age as programming latency (upstream does the
@@ -188,14 +191,39 @@ func (t *Tracker) Checkout() Snapshot {
 	return snap
 }
 
-// report hands the skipped parts of one object to OnInvalid. Called without the lock.
+// maxReportedIssues bounds the problems one report lists (a slice may carry 1,000 bad
+// addresses).
+const maxReportedIssues = 5
+
+// report hands the skipped parts of one object to OnInvalid, in one call: the first problem's
+// reason, and a message listing the problems. One call per object version, so that a bad
+// object is logged once and gets one event however many of its parts are bad. Called without
+// the lock.
 func (t *Tracker) report(kind, namespace, name string, is issues) {
-	if t.opts.OnInvalid == nil {
+	if t.opts.OnInvalid == nil || len(is) == 0 {
 		return
 	}
-	for _, i := range is {
-		t.opts.OnInvalid(kind, namespace, name, i.Reason, i.Message)
+	t.opts.OnInvalid(kind, namespace, name, is[0].Reason, is.message())
+}
+
+// message joins the problems' messages: one as is, several as "N problems: a; b; ...".
+func (is issues) message() string {
+	if len(is) == 1 {
+		return is[0].Message
 	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d problems: ", len(is))
+	for i, x := range is {
+		if i == maxReportedIssues {
+			fmt.Fprintf(&b, "; and %d more", len(is)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(x.Message)
+	}
+	return b.String()
 }
 
 // sameVersion reports whether an update is an informer resync (the same object again), whose

@@ -22,6 +22,9 @@ type ReconcileOptions struct {
 	// set is rebuilt through a temporary set and swapped in (one atomic switch) instead
 	// of changed entry by entry. 0 never rebuilds for size.
 	RebuildThreshold int
+	// Observe, when set, is called with each existing set's entries as listed before any
+	// change (the IPVS mode reads which virtual servers were its own from them).
+	Observe func(set string, entries []Entry)
 }
 
 // ReconcileResult counts what Reconcile did, for the caller's one-line sync summary.
@@ -81,6 +84,9 @@ func reconcileSet(ctx context.Context, iface Interface, st SetState, opts Reconc
 	have, err := iface.ListEntries(ctx, st.Set.Name)
 	if err != nil {
 		return err
+	}
+	if opts.Observe != nil {
+		opts.Observe(st.Set.Name, have)
 	}
 	add, del := computeEntryChanges(have, want)
 	if len(add) == 0 && len(del) == 0 {

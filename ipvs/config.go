@@ -81,6 +81,20 @@ func (d LocalDetector) ifNotLocal() []string {
 	return nil
 }
 
+// ifLocal is the match of traffic from pods (upstream's IfLocal), nil when the detector is
+// not implemented.
+func (d LocalDetector) ifLocal() []string {
+	switch {
+	case d.CIDR.IsValid():
+		return []string{"-s", d.CIDR.Masked().String()}
+	case d.BridgeInterface != "":
+		return []string{"-i", d.BridgeInterface}
+	case d.InterfaceNamePrefix != "":
+		return []string{"-i", d.InterfaceNamePrefix + "+"}
+	}
+	return nil
+}
+
 func (c Config) localDetector() LocalDetector {
 	d := c.LocalDetector
 	if d == (LocalDetector{}) {

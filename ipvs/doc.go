@@ -16,10 +16,38 @@
 //     comment (KUBE-SERVICES, KUBE-POSTROUTING with the KUBE-LOOP-BACK hairpin masquerade,
 //     KUBE-MARK-MASQ, KUBE-NODE-PORT, KUBE-LOAD-BALANCER, KUBE-FORWARD, KUBE-PROXY-FIREWALL,
 //     KUBE-SOURCE-RANGES-FIREWALL, KUBE-IPVS-FILTER, KUBE-IPVS-OUT-FILTER) and the jumps
-//     from the built-in chains. Golden files in testdata/ (go test -update).
+//     from the built-in chains, plus shortcut.go's two KPROXY-EXT-* chains (below). Golden
+//     files in testdata/ (go test -update); trace_test.go runs packets through a plan.
+//   - cleanup.go: kproxy --cleanup's IPVS part (owned virtual servers, sets, kube-ipvs0).
 //   - interface.go: the writers, IPVS and Links; kernel_linux.go implements both (Kernel,
 //     moby/ipvs and netlink sockets bound to one namespace path); fake.go has stateful fakes.
 //   - proxier.go, reconcile.go, iptables.go: the Backend.
+//
+// # externalTrafficPolicy=Local
+//
+// IPVS picks the real server by destination only, and upstream's IPVS mode gives a Local
+// service's node-port, externalIP and load-balancer virtual servers the local endpoints
+// only. So a pod or the node itself that talks to the load-balancer IP or externalIP on a
+// node without a local endpoint is refused, unlike in iptables mode (kubernetes #71596,
+// #93456, #75262). kproxy keeps upstream's virtual servers for traffic from outside (local
+// endpoints, client address kept) and short-circuits traffic from inside the way upstream's
+// iptables mode does (KUBE-EXT-* → KUBE-SVC-*): in the nat table, before anything else in
+// KUBE-SERVICES, pod traffic (the local detector) and node traffic (--src-type LOCAL,
+// marked for masquerade as upstream does) to one of those addresses is DNATed to the
+// service's ClusterIP and port, whose virtual server has every endpoint. IPVS runs after
+// nat (LOCAL_IN at NF_IP_PRI_NAT_SRC-1 for packets from pods, LOCAL_OUT at
+// NF_IP_PRI_NAT_DST+2 for the node's own), so it sees the ClusterIP; with
+// net.ipv4.vs.conntrack=1 the reply is un-NATed back to the address the client dialled.
+// shortcut.go writes it: gates on the -LOCAL sets in KUBE-SERVICES, the source check in
+// KPROXY-EXT-SHORTCUT, one DNAT per address in KPROXY-EXT-TO-CLUSTERIP. Sources that
+// loadBalancerSourceRanges refuse (and the node, when the ranges leave its IP out) are not
+// short-circuited, so the filter rules still drop them on the address's own path (after
+// DNAT the filter table would only see the ClusterIP). Chosen over a firewall-mark virtual
+// server per address (IPVS matches the whole skb mark, which KUBE-MARK-MASQ and other
+// programs also set): one DNAT rule per address, no extra IPVS object. With
+// internalTrafficPolicy=Local too, the short-circuit follows it (the ClusterIP's virtual
+// server holds local endpoints only), where upstream's iptables mode uses every endpoint.
+// With no local detector (no --cluster-cidr), pod traffic is external traffic, as upstream.
 //
 // A service with no endpoints keeps its virtual server with no real server: the kernel
 // answers its traffic with ICMP port unreachable (ip_vs_leave), so clients see "connection
@@ -50,9 +78,13 @@
 //
 // Ownership: kproxy deletes a virtual server no service wants only when it is of the
 // proxier's family, outside Config.ExcludeCIDRs, and on an address bound to kube-ipvs0 (at
-// the start of the sync), a node IP, a Config.ServiceCIDRs address, or one it planned in
-// an earlier sync. It removes kube-ipvs0 addresses no service wants, except excluded ones.
-// Sets it never destroys; chains it only rewrites (its own names).
+// the start of the sync), in Config.ServiceCIDRs, planned in an earlier sync, or named by
+// kube-proxy's sets as they were before the sync changed them (evidence.go: a service's
+// ip,proto:port in KUBE-CLUSTER-IP, KUBE-EXTERNAL-IP(-LOCAL), KUBE-LOAD-BALANCER,
+// KUBE-NODE-PORT-SCTP-HASH; a node port of KUBE-NODE-PORT-TCP/-UDP on a node IP). Another
+// program's virtual server on a node IP and a port that is no node port is left alone. It
+// removes kube-ipvs0 addresses no service wants, except excluded ones. Sets it never
+// destroys; chains it only rewrites (its own names).
 //
 // A restart with nothing changed writes nothing: every step compares first. What scales:
 // a sync costs one IPVS dump plus one real-server dump per inspected virtual server, one

@@ -301,6 +301,20 @@ func (f *FakeLinks) DelAddr(ctx context.Context, name string, ip netip.Addr) err
 	return f.addrOp(ctx, name, ip, false)
 }
 
+// DeleteDummy implements Links.
+func (f *FakeLinks) DeleteDummy(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.links[name]; ok {
+		delete(f.links, name)
+		f.writes++
+	}
+	return nil
+}
+
 func (f *FakeLinks) addrOp(ctx context.Context, name string, ip netip.Addr, add bool) error {
 	if err := ctx.Err(); err != nil {
 		return err

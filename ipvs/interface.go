@@ -59,4 +59,8 @@ type Links interface {
 	// DelAddr removes an address from the device; one not bound is fine.
 	// Equivalent to: `ip addr del IP/32 dev NAME`.
 	DelAddr(ctx context.Context, name string, ip netip.Addr) error
+	// DeleteDummy deletes the dummy device (and its addresses); a missing one is fine. A
+	// link of that name that is not a dummy is left alone (ErrInvalid): it is not kproxy's.
+	// Equivalent to: `ip link del NAME`.
+	DeleteDummy(ctx context.Context, name string) error
 }

@@ -96,6 +96,8 @@ func saveSegment(seg []string) string {
 // iptablesStats counts what one rules sync wrote.
 type iptablesStats struct {
 	ChainsWritten, RulesWritten, JumpsEnsured int
+	// RestoreFailed: the iptables-restore of the changed chains failed.
+	RestoreFailed bool
 }
 
 // syncRules reads the nat and filter tables, rewrites (in one iptables-restore --noflush)
@@ -132,6 +134,7 @@ func syncRules(ctx context.Context, ipt iptables.Interface, fam iptables.Family,
 	}
 	if !tx.Empty() {
 		if err := ipt.Restore(ctx, tx.Bytes()); err != nil {
+			st.RestoreFailed = true
 			return st, fmt.Errorf("restore IPVS mode chains: %w", err)
 		}
 	}

@@ -331,3 +331,24 @@ func (k *Kernel) DelAddr(ctx context.Context, name string, ip netip.Addr) error 
 	}
 	return nil
 }
+
+// DeleteDummy implements Links.
+func (k *Kernel) DeleteDummy(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l, err := k.link(name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if l.Type() != "dummy" {
+		return fmt.Errorf("link %s is a %s, not a dummy: %w", name, l.Type(), ErrInvalid)
+	}
+	if err := k.nl.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete link %s: %w", name, mapErr(err))
+	}
+	return nil
+}

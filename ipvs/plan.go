@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kproxy/kproxy/endpoints"
 	"github.com/kproxy/kproxy/ipset"
@@ -43,6 +44,10 @@ type Plan struct {
 	Chains []ChainRules
 	// Conflicts counts virtual servers dropped because another service port had the key.
 	Conflicts int
+	// NoLocalEndpointsInternal and NoLocalEndpointsExternal count the services with an
+	// internal (external) traffic policy of Local that have endpoints, none of them on this
+	// node: kubeproxy_sync_proxy_rules_no_local_endpoints_total, as upstream counts them.
+	NoLocalEndpointsInternal, NoLocalEndpointsExternal int
 }
 
 // planner accumulates the plan; one per ComputePlan call.
@@ -55,7 +60,13 @@ type planner struct {
 	entries map[string][]ipset.Entry // by base (IPv4) set name
 	// lbNoNodeAccess are load-balancer ip:port entries whose source ranges exclude the node.
 	lbNoNodeAccess []ipset.Entry
-	conflicts      int
+	// shortcuts are the externalTrafficPolicy=Local addresses pod and node traffic reaches
+	// through the ClusterIP (shortcut.go).
+	shortcuts []shortcut
+	conflicts int
+	// noLocalInternal and noLocalExternal are the services counted in the Plan's
+	// NoLocalEndpoints* (a service once, whatever its ports).
+	noLocalInternal, noLocalExternal map[types.NamespacedName]bool
 }
 
 // ComputePlan computes the desired virtual servers, real servers, kube-ipvs0 addresses, set
@@ -65,6 +76,7 @@ func ComputePlan(in PlanInput) Plan {
 	p := &planner{
 		in: in, cfg: in.Config,
 		vs: map[VSKey]*PlannedVS{}, bind: map[netip.Addr]bool{}, entries: map[string][]ipset.Entry{},
+		noLocalInternal: map[types.NamespacedName]bool{}, noLocalExternal: map[types.NamespacedName]bool{},
 	}
 	names := make([]endpoints.ServicePortName, 0, len(in.Services))
 	for name := range in.Services {
@@ -87,6 +99,14 @@ func (p *planner) addServicePort(sp *endpoints.ServicePort) {
 	eps := p.in.Endpoints[sp.Name]
 	cat := endpoints.CategorizeEndpoints(eps, sp, p.in.Node)
 	port := uint16(sp.Port)
+	if cat.HasAnyEndpoints && len(cat.Local) == 0 {
+		if sp.InternalPolicyLocal {
+			p.noLocalInternal[sp.Name.NamespacedName] = true
+		}
+		if sp.ExternalPolicyLocal {
+			p.noLocalExternal[sp.Name.NamespacedName] = true
+		}
+	}
 
 	// hairpin: a local endpoint reaching itself through the service is masqueraded.
 	for _, ep := range eps {
@@ -108,7 +128,7 @@ func (p *planner) addServicePort(sp *endpoints.ServicePort) {
 		} else {
 			p.add(ipset.KubeExternalIP, p.ipPort(ip, port))
 		}
-		p.addVS(sp, ip, port, cat.External(sp))
+		p.addExternalVS(sp, ip, port, cat.External(sp))
 		p.bindUnlessNodeIP(ip)
 	}
 	for _, ip := range sp.LoadBalancerIPs {
@@ -149,7 +169,7 @@ func (p *planner) addLoadBalancerIP(sp *endpoints.ServicePort, ip netip.Addr, ep
 			p.lbNoNodeAccess = append(p.lbNoNodeAccess, e)
 		}
 	}
-	p.addVS(sp, ip, port, eps)
+	p.addExternalVS(sp, ip, port, eps)
 	p.bindUnlessNodeIP(ip)
 }
 
@@ -186,7 +206,7 @@ func (p *planner) addNodePort(sp *endpoints.ServicePort, eps []endpoints.Endpoin
 		p.add(local, entries...)
 	}
 	for _, ip := range nodeIPs {
-		p.addVS(sp, ip, port, eps)
+		p.addExternalVS(sp, ip, port, eps)
 	}
 }
 
@@ -204,12 +224,27 @@ func (p *planner) bindUnlessNodeIP(ip netip.Addr) {
 	}
 }
 
-// addVS adds the virtual server ip:port of sp with the endpoints eps as real servers.
-func (p *planner) addVS(sp *endpoints.ServicePort, ip netip.Addr, port uint16, eps []endpoints.Endpoint) {
+// addExternalVS adds the virtual server of an external address (node port, externalIP,
+// load-balancer IP) of sp, with the endpoints for external traffic; with
+// externalTrafficPolicy=Local, also the shortcut that sends pod and node traffic for it to
+// the ClusterIP (every endpoint).
+func (p *planner) addExternalVS(sp *endpoints.ServicePort, ip netip.Addr, port uint16, eps []endpoints.Endpoint) {
+	if p.addVS(sp, ip, port, eps) && sp.ExternalPolicyLocal {
+		p.shortcuts = append(p.shortcuts, shortcut{
+			from:    VSKey{IP: ip, Port: port, Protocol: sp.Protocol},
+			to:      netip.AddrPortFrom(sp.ClusterIP, uint16(sp.Port)),
+			service: sp.Name,
+		})
+	}
+}
+
+// addVS adds the virtual server ip:port of sp with the endpoints eps as real servers. It
+// returns false when another service port already has the key.
+func (p *planner) addVS(sp *endpoints.ServicePort, ip netip.Addr, port uint16, eps []endpoints.Endpoint) bool {
 	key := VSKey{IP: ip, Port: port, Protocol: sp.Protocol}
 	if _, dup := p.vs[key]; dup {
 		p.conflicts++
-		return
+		return false
 	}
 	vs := &PlannedVS{VirtualServer: VirtualServer{VSKey: key, Scheduler: p.cfg.scheduler()}, Service: sp.Name}
 	if sp.SessionAffinityTimeout > 0 {
@@ -227,6 +262,7 @@ func (p *planner) addVS(sp *endpoints.ServicePort, ip netip.Addr, port uint16, e
 	slices.SortFunc(vs.RealServers, netip.AddrPort.Compare)
 	vs.RealServers = slices.Compact(vs.RealServers)
 	p.vs[key] = vs
+	return true
 }
 
 // finish sorts what was collected and renders the rules.
@@ -253,8 +289,12 @@ func (p *planner) finish() Plan {
 		}
 		plan.Sets = append(plan.Sets, ipset.SetState{Set: s, Entries: es})
 	}
-	plan.Chains = renderRules(p.cfg, nonEmpty, sortedEntries(p.lbNoNodeAccess))
+	slices.SortFunc(p.shortcuts, func(a, b shortcut) int { return compareVSKey(a.from, b.from) })
+	plan.Chains = renderRules(p.cfg, ruleInput{
+		nonEmpty: nonEmpty, lbNoNodeAccess: sortedEntries(p.lbNoNodeAccess), shortcuts: p.shortcuts,
+	})
 	plan.Conflicts = p.conflicts
+	plan.NoLocalEndpointsInternal, plan.NoLocalEndpointsExternal = len(p.noLocalInternal), len(p.noLocalExternal)
 	return plan
 }
 

@@ -68,6 +68,29 @@ func planCases() []planCase {
 				svc(itp, readyEP("100.64.1.7", 80), remoteEP("100.64.2.7", 80)).
 				svc(term, terminatingEP("100.64.2.8", 53), endpoints.Endpoint{IP: netip.MustParseAddr("100.64.2.9"), Port: 53, NodeName: "node-2"})
 		}},
+		{name: "etp-local-udp-sctp-bridge-detector", cfg: func(c *Config) {
+			c.LocalDetector = LocalDetector{BridgeInterface: "cni0"}
+		}, world: func() *world {
+			w := newWorld()
+			for i, proto := range []v1.Protocol{v1.ProtocolUDP, v1.ProtocolSCTP} {
+				sp := servicePort(portName("default", "etp", "p", proto), "100.100.0.50", 53)
+				sp.NodePort = int32(30153 + i)
+				sp.ExternalIPs = addrs("203.0.113.9")
+				sp.ExternalPolicyLocal = true
+				w.svc(sp, remoteEP("100.64.2.5", 5353))
+			}
+			return w
+		}},
+		{name: "ipv6-etp-local", cfg: func(c *Config) {
+			c.Family = iptables.IPv6
+			c.ClusterCIDR = netip.MustParsePrefix("2001:db8:1::/48")
+			c.NodeIPs = addrs("2001:db8:3::11")
+		}, world: func() *world {
+			sp := servicePort(portName("default", "v6", "", v1.ProtocolTCP), "2001:db8:2::10", 80)
+			sp.LoadBalancerIPs = addrs("2001:db8:4::1")
+			sp.ExternalPolicyLocal = true
+			return newWorld().svc(sp, endpoints.Endpoint{IP: netip.MustParseAddr("2001:db8:1::2"), Port: 8080, Ready: true, Serving: true, NodeName: "node-2"})
+		}},
 		{name: "ipv6", cfg: func(c *Config) {
 			c.Family = iptables.IPv6
 			c.ClusterCIDR = netip.MustParsePrefix("2001:db8:1::/48")

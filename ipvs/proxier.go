@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -25,9 +26,14 @@ type Writers struct {
 
 // SyncStats describes the last successful sync, for the metrics layer and tests.
 type SyncStats struct {
-	VirtualServers, RealServers   int
-	VSAdded, VSUpdated, VSDeleted int
-	RSAdded, RSUpdated, RSDeleted int
+	VirtualServers, RealServers int
+	// NATRules and FilterRules count the rules of the owned chains
+	// (kubeproxy_sync_proxy_rules_iptables_total{table}).
+	NATRules, FilterRules int
+	// NoLocalEndpointsInternal and NoLocalEndpointsExternal are Plan's.
+	NoLocalEndpointsInternal, NoLocalEndpointsExternal int
+	VSAdded, VSUpdated, VSDeleted                      int
+	RSAdded, RSUpdated, RSDeleted                      int
 	// Draining is how many real servers are at weight 0 waiting for their connections.
 	Draining                    int
 	AddrsBound, AddrsUnbound    int
@@ -54,7 +60,10 @@ type Proxier struct {
 	draining map[VSKey]bool
 	// synced is false until a sync succeeded, and after a failure: the next sync is full.
 	synced bool
-	last   SyncStats
+
+	mu              sync.Mutex // guards last and restoreFailures (read by the metrics)
+	last            SyncStats
+	restoreFailures int
 }
 
 // NewProxier returns an IPVS mode backend writing through w. cfg.Scheduler must pass
@@ -72,8 +81,20 @@ func NewProxier(w Writers, cfg Config) (*Proxier, error) {
 // Mode returns "ipvs".
 func (p *Proxier) Mode() string { return "ipvs" }
 
-// LastSync returns the stats of the last successful sync.
-func (p *Proxier) LastSync() SyncStats { return p.last }
+// LastSync returns the stats of the last successful sync. Safe to call during Apply.
+func (p *Proxier) LastSync() SyncStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last
+}
+
+// RestoreFailures counts the failed iptables-restore runs since the proxier was built
+// (kubeproxy_sync_proxy_rules_iptables_restore_failures_total). Safe to call during Apply.
+func (p *Proxier) RestoreFailures() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.restoreFailures
+}
 
 // Apply brings the kernel to the state snap describes: ipsets, then virtual and real
 // servers, then kube-ipvs0 addresses, then the iptables chains, then the removal of stale
@@ -90,7 +111,9 @@ func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpo
 		return err
 	}
 	p.synced = true
+	p.mu.Lock()
 	p.last = st
+	p.mu.Unlock()
 	klog.FromContext(ctx).V(2).Info("Synced IPVS rules", "full", full, "virtualServers", st.VirtualServers,
 		"realServers", st.RealServers, "writes", st.Writes(), "draining", st.Draining,
 		"conflicts", plan.Conflicts, "elapsed", time.Since(start))
@@ -98,9 +121,17 @@ func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpo
 }
 
 func (p *Proxier) apply(ctx context.Context, plan Plan, snap endpoints.Snapshot, full bool) (SyncStats, error) {
-	st := SyncStats{VirtualServers: len(plan.VirtualServers)}
+	st := SyncStats{VirtualServers: len(plan.VirtualServers),
+		NoLocalEndpointsInternal: plan.NoLocalEndpointsInternal, NoLocalEndpointsExternal: plan.NoLocalEndpointsExternal}
 	for _, vs := range plan.VirtualServers {
 		st.RealServers += len(vs.RealServers)
+	}
+	for _, c := range plan.Chains {
+		if c.Table == iptables.TableNAT {
+			st.NATRules += len(c.Rules)
+		} else {
+			st.FilterRules += len(c.Rules)
+		}
 	}
 	if _, err := p.w.Links.EnsureDummy(ctx, DummyDevice); err != nil {
 		return st, err
@@ -113,7 +144,9 @@ func (p *Proxier) apply(ctx context.Context, plan Plan, snap endpoints.Snapshot,
 	for _, a := range boundList {
 		bound[a] = true
 	}
-	res, err := ipset.Reconcile(ctx, p.w.IPSet, plan.Sets, ipset.ReconcileOptions{RebuildThreshold: p.cfg.IPSetRebuildThreshold})
+	evidence := newSetEvidence()
+	res, err := ipset.Reconcile(ctx, p.w.IPSet, plan.Sets, ipset.ReconcileOptions{
+		RebuildThreshold: p.cfg.IPSetRebuildThreshold, Observe: evidence.add})
 	st.SetEntriesAdded, st.SetDeleted = res.Added, res.Deleted
 	if err != nil {
 		return st, err
@@ -124,7 +157,7 @@ func (p *Proxier) apply(ctx context.Context, plan Plan, snap endpoints.Snapshot,
 	}
 	sync := &ipvsSync{
 		ipvs: p.w.IPVS, cfg: p.cfg, draining: map[VSKey]bool{},
-		owned:   ownership{cfg: p.cfg, bound: bound, planned: p.planned}.owns,
+		owned:   ownership{cfg: p.cfg, bound: bound, planned: p.planned, sets: evidence}.owns,
 		inspect: inspector{full: full, changed: snap.Changed, draining: p.draining}.inspect,
 	}
 	sync.ensureVirtualServers(ctx, plan, have)
@@ -134,6 +167,11 @@ func (p *Proxier) apply(ctx context.Context, plan Plan, snap endpoints.Snapshot,
 	st.ChainsWritten, st.JumpsEnsured = rst.ChainsWritten, rst.JumpsEnsured
 	if err != nil {
 		errs = append(errs, err)
+	}
+	if rst.RestoreFailed {
+		p.mu.Lock()
+		p.restoreFailures++
+		p.mu.Unlock()
 	}
 	errs = append(errs, p.unbindStale(ctx, plan, boundList, &st)...)
 	sync.deleteStale(ctx, plan, have)

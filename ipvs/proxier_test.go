@@ -216,6 +216,7 @@ func TestForeignVirtualServersUntouched(t *testing.T) {
 		{VSKey: VSKey{IP: netip.MustParseAddr("100.100.200.5"), Port: 80, Protocol: v1.ProtocolTCP}, Scheduler: "wrr"}, // excluded
 		{VSKey: VSKey{IP: netip.MustParseAddr("10.9.9.9"), Port: 443, Protocol: v1.ProtocolTCP}, Scheduler: "rr"},      // not bound by kproxy
 		{VSKey: VSKey{IP: netip.MustParseAddr("2001:db8::9"), Port: 80, Protocol: v1.ProtocolTCP}, Scheduler: "rr"},    // other family
+		{VSKey: VSKey{IP: nodeIP, Port: 8443, Protocol: v1.ProtocolTCP}, Scheduler: "rr"},                              // node IP, not a node port
 	}
 	for _, vs := range foreign {
 		if err := e.ipvs.AddVirtualServer(ctx, vs); err != nil {
@@ -230,8 +231,10 @@ func TestForeignVirtualServersUntouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := servicePort(portName("default", "old", "", v1.ProtocolTCP), "100.100.0.99", 80)
+	old.NodePort = 30099
 	e.apply(t, newWorld().svc(webTCP(), readyEP("100.64.1.2", 8080)).svc(old, readyEP("100.64.1.9", 80)), true)
-	// old is deleted; a new proxier (restart) must still recognise its leftovers
+	// old is deleted; a new proxier (restart) must still recognise its leftovers (its node
+	// port from KUBE-NODE-PORT-TCP as it was before the sync)
 	e.p = e.newProxier(t, cfg)
 	e.apply(t, newWorld().svc(webTCP(), readyEP("100.64.1.2", 8080)), true)
 	list, _ := e.ipvs.ListVirtualServers(ctx)
@@ -239,7 +242,7 @@ func TestForeignVirtualServersUntouched(t *testing.T) {
 	for _, vs := range list {
 		got = append(got, vs.VSKey.String())
 	}
-	want := []string{"TCP 10.9.9.9:443", "TCP 100.100.0.10:80", "TCP 100.100.200.5:80", "TCP [2001:db8::9]:80"}
+	want := []string{"TCP 10.9.9.9:443", "TCP 100.100.0.10:80", "TCP 100.100.200.5:80", "TCP 192.0.2.11:8443", "TCP [2001:db8::9]:80"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("virtual servers (-want +got):\n%s", diff)
 	}
@@ -298,5 +301,42 @@ func TestPartialSyncRestoresDeletedVirtualServer(t *testing.T) {
 	// ... the missing virtual server is re-added from the listing anyway
 	if got := rsState(t, e.ipvs, webKey, ap("100.64.1.2:8080")); got != "w1" {
 		t.Errorf("re-added real server = %s, want w1", got)
+	}
+}
+
+// failingRestore is fakeIPT whose iptables-restore fails.
+type failingRestore struct{ *fakeIPT }
+
+func (f failingRestore) Restore(context.Context, []byte) error {
+	return &iptables.RestoreError{Msg: "injected"}
+}
+
+// TestSyncStatsForMetrics: what the metrics read after a sync (rule counts, services without
+// local endpoints, the IPVS table's size) and the restore failure counter.
+func TestSyncStatsForMetrics(t *testing.T) {
+	e := newEnv(t, testConfig())
+	itp := servicePort(portName("default", "itp", "", v1.ProtocolTCP), "100.100.0.40", 80)
+	itp.InternalPolicyLocal = true
+	w := newWorld().svc(etpService(true), remoteEP("100.64.2.3", 8443)).svc(itp, remoteEP("100.64.2.7", 80)).
+		svc(webTCP(), readyEP("100.64.1.2", 8080))
+	st := e.apply(t, w, true)
+	// lb: ClusterIP (1 endpoint), LB IP, externalIP, node port (no local endpoint: none);
+	// itp: ClusterIP (none); web: ClusterIP (1)
+	if st.VirtualServers != 6 || st.RealServers != 2 || st.NoLocalEndpointsInternal != 1 || st.NoLocalEndpointsExternal != 1 {
+		t.Errorf("stats = %+v, want 6 virtual servers, 2 real servers, 1 and 1 without local endpoints", st)
+	}
+	if st.NATRules == 0 || st.FilterRules == 0 {
+		t.Errorf("rule counts = nat %d filter %d", st.NATRules, st.FilterRules)
+	}
+	if e.p.RestoreFailures() != 0 {
+		t.Errorf("restore failures = %d", e.p.RestoreFailures())
+	}
+	e.ipt.chains[iptables.TableNAT][chainServices] = nil // tampered: the next sync restores
+	e.p.w.IPTables = failingRestore{e.ipt}
+	if err := e.p.Apply(context.Background(), w.snapshot(), testNode, true); err == nil {
+		t.Fatal("Apply with a failing restore succeeded")
+	}
+	if e.p.RestoreFailures() != 1 {
+		t.Errorf("restore failures = %d, want 1", e.p.RestoreFailures())
 	}
 }

@@ -155,19 +155,22 @@ func (s *ipvsSync) deleteStale(ctx context.Context, plan Plan, have map[VSKey]Vi
 }
 
 // ownership is which existing virtual servers kproxy may delete: of its family, outside
-// ExcludeCIDRs, and on an address it binds to kube-ipvs0 (now or before this sync), a
-// node IP (node ports), a service CIDR, or one it planned before.
+// ExcludeCIDRs, and on an address it binds to kube-ipvs0 (now or before this sync), in a
+// service CIDR, one it planned before, or one the sets named before this sync changed
+// them (setEvidence: a service's ip:port, or a node port on a node IP). A foreign virtual
+// server on a node IP, on a port that is not a node port, is not kproxy's.
 type ownership struct {
 	cfg     Config
 	bound   map[netip.Addr]bool
 	planned map[VSKey]bool
+	sets    *setEvidence
 }
 
 func (o ownership) owns(k VSKey) bool {
 	if !o.cfg.ofFamily(k.IP) || o.cfg.excluded(k.IP) {
 		return false
 	}
-	return o.bound[k.IP] || o.planned[k] || slices.Contains(o.cfg.NodeIPs, k.IP) || o.cfg.inServiceCIDRs(k.IP)
+	return o.bound[k.IP] || o.planned[k] || o.cfg.inServiceCIDRs(k.IP) || o.sets.owns(k, o.cfg.NodeIPs)
 }
 
 // inspector decides which unchanged virtual servers have their real servers listed.

@@ -9,16 +9,19 @@ import (
 
 // The chains of upstream's IPVS mode (pkg/proxy/ipvs/proxier.go).
 const (
-	chainServices             iptables.Chain = "KUBE-SERVICES"
-	chainPostrouting          iptables.Chain = "KUBE-POSTROUTING"
-	chainNodePort             iptables.Chain = "KUBE-NODE-PORT"
-	chainLoadBalancer         iptables.Chain = "KUBE-LOAD-BALANCER"
-	chainMarkMasq             iptables.Chain = "KUBE-MARK-MASQ"
-	chainForward              iptables.Chain = "KUBE-FORWARD"
-	chainProxyFirewall        iptables.Chain = "KUBE-PROXY-FIREWALL"
-	chainSourceRangesFW       iptables.Chain = "KUBE-SOURCE-RANGES-FIREWALL"
-	chainIPVSFilter           iptables.Chain = "KUBE-IPVS-FILTER"
-	chainIPVSOutFilter        iptables.Chain = "KUBE-IPVS-OUT-FILTER"
+	chainServices       iptables.Chain = "KUBE-SERVICES"
+	chainPostrouting    iptables.Chain = "KUBE-POSTROUTING"
+	chainNodePort       iptables.Chain = "KUBE-NODE-PORT"
+	chainLoadBalancer   iptables.Chain = "KUBE-LOAD-BALANCER"
+	chainMarkMasq       iptables.Chain = "KUBE-MARK-MASQ"
+	chainForward        iptables.Chain = "KUBE-FORWARD"
+	chainProxyFirewall  iptables.Chain = "KUBE-PROXY-FIREWALL"
+	chainSourceRangesFW iptables.Chain = "KUBE-SOURCE-RANGES-FIREWALL"
+	chainIPVSFilter     iptables.Chain = "KUBE-IPVS-FILTER"
+	chainIPVSOutFilter  iptables.Chain = "KUBE-IPVS-OUT-FILTER"
+	// kproxy's own: externalTrafficPolicy=Local short-circuit (shortcut.go)
+	chainExtShortcut          iptables.Chain = "KPROXY-EXT-SHORTCUT"
+	chainExtToClusterIP       iptables.Chain = "KPROXY-EXT-TO-CLUSTERIP"
 	targetMasquerade                         = "MASQUERADE"
 	targetReturn                             = "RETURN"
 	targetAccept                             = "ACCEPT"
@@ -38,7 +41,8 @@ type ChainRules struct {
 	Rules []iptables.Rule
 }
 
-// ownedChains is upstream's iptablesChains: every chain the IPVS mode declares, in order.
+// ownedChains is upstream's iptablesChains, every chain the IPVS mode declares, in order,
+// plus kproxy's two externalTrafficPolicy=Local chains.
 var ownedChains = []struct {
 	table iptables.Table
 	chain iptables.Chain
@@ -48,6 +52,8 @@ var ownedChains = []struct {
 	{iptables.TableNAT, chainNodePort},
 	{iptables.TableNAT, chainLoadBalancer},
 	{iptables.TableNAT, chainMarkMasq},
+	{iptables.TableNAT, chainExtShortcut},
+	{iptables.TableNAT, chainExtToClusterIP},
 	{iptables.TableFilter, chainForward},
 	{iptables.TableFilter, chainNodePort},
 	{iptables.TableFilter, chainProxyFirewall},
@@ -132,18 +138,30 @@ func cat(parts ...[]string) []string {
 	return out
 }
 
-// renderRules is upstream's writeIptablesRules: the rules of every owned chain, given which
-// sets are non-empty (by IPv4 name) and the load-balancer entries the node may not reach.
-func renderRules(cfg Config, nonEmpty map[string]bool, lbNoNodeAccess []ipset.Entry) []ChainRules {
+// ruleInput is what the rules depend on besides the Config.
+type ruleInput struct {
+	// nonEmpty says which sets have entries (by IPv4 name).
+	nonEmpty map[string]bool
+	// lbNoNodeAccess are the load-balancer entries the node may not reach.
+	lbNoNodeAccess []ipset.Entry
+	// shortcuts are the externalTrafficPolicy=Local addresses, sorted.
+	shortcuts []shortcut
+}
+
+// renderRules is upstream's writeIptablesRules (the rules of every owned chain) plus
+// kproxy's externalTrafficPolicy=Local short-circuit right after the loopback RETURN.
+func renderRules(cfg Config, in ruleInput) []ChainRules {
 	rs := &ruleSet{cfg: cfg, chains: map[iptables.Table]map[iptables.Chain][]iptables.Rule{
 		iptables.TableNAT: {}, iptables.TableFilter: {},
 	}}
 	nat, filter := iptables.TableNAT, iptables.TableFilter
+	nonEmpty, lbNoNodeAccess := in.nonEmpty, in.lbNoNodeAccess
 	loAddr := "127.0.0.0/8"
 	if cfg.Family == iptables.IPv6 {
 		loAddr = "::1/128"
 	}
 	rs.add(nat, chainServices, "-s", loAddr, "-j", targetReturn)
+	rs.renderShortcuts(nonEmpty, in.shortcuts, lbNoNodeAccess)
 	for _, j := range setJumps {
 		if !nonEmpty[j.set] {
 			continue

@@ -17,6 +17,10 @@
 //     slices' last-change-trigger-time annotation).
 //   - Health: /healthz and /livez on the healthz address (200 when the last successful sync is
 //     at most 2 × sync period old); Metrics: /metrics and /proxyMode on the metrics address.
+//   - APIContact: the apiserver's /readyz probed every half sync period; /healthz (not /livez,
+//     not the health-check node ports) turns 503 once it has not answered for 2 × sync
+//     period. The informers cannot report this themselves: a watch that cannot reconnect
+//     backs off silently, and the periodic syncs keep succeeding on the rules in place.
 //
 // This package must not import a mode backend (iptables/, ipvs/) or any kernel library: the
 // daemon in cmd/kproxy wires a backend in.

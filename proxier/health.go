@@ -55,6 +55,9 @@ func (h *Health) Without(family string) {
 type namedCheck struct {
 	name  string
 	check func() error
+	// readinessOnly checks make /healthz unhealthy but not Healthy, the verdict the
+	// health-check node ports serve.
+	readinessOnly bool
 }
 
 // AddCheck makes /healthz unhealthy while check returns an error (the datapath without a
@@ -64,6 +67,15 @@ func (h *Health) AddCheck(name string, check func() error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.checks = append(h.checks, namedCheck{name: name, check: check})
+}
+
+// AddReadinessCheck is AddCheck for a condition that must not reach the health-check node
+// ports (Healthy ignores it): an apiserver outage seen by every node at once would otherwise
+// make the load balancers drain every node, while the rules in place still work.
+func (h *Health) AddReadinessCheck(name string, check func() error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.checks = append(h.checks, namedCheck{name: name, check: check, readinessOnly: true})
 }
 
 // CountRequests makes the handlers count their answers by HTTP code
@@ -86,11 +98,21 @@ func (h *Health) SetNodeEligible(eligible bool) {
 	h.nodeEligible = eligible
 }
 
-// Healthy is /healthz's verdict (every family synced recently and the node eligible).
+// Healthy is /healthz's verdict (every family synced recently and the node eligible)
+// without the readiness-only checks: what the health-check node ports serve.
 func (h *Health) Healthy() bool {
-	ok, _ := h.status(true)
+	ok, _ := h.status(scopeServiceHealth)
 	return ok
 }
+
+// scope is which checks a verdict includes.
+type scope int
+
+const (
+	scopeLivez         scope = iota // sync staleness only
+	scopeServiceHealth              // and node eligibility and the checks that are not readiness-only
+	scopeHealthz                    // and every check
+)
 
 // healthStatus is the JSON body of /healthz and /livez, kube-proxy's fields.
 type healthStatus struct {
@@ -110,7 +132,7 @@ type familyStatus struct {
 
 // status reports whether the proxy is healthy, with the JSON body to serve. lastUpdated is
 // the most recent sync of any family, as upstream.
-func (h *Health) status(checkNode bool) (bool, healthStatus) {
+func (h *Health) status(sc scope) (bool, healthStatus) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.clock.Now()
@@ -134,11 +156,14 @@ func (h *Health) status(checkNode bool) (bool, healthStatus) {
 	if !newest.IsZero() {
 		st.LastUpdated = newest.UTC().Format(time.RFC3339Nano)
 	}
-	if checkNode {
+	if sc != scopeLivez {
 		eligible := h.nodeEligible
 		st.NodeEligible = &eligible
 		checked := true
 		for _, c := range h.checks {
+			if c.readinessOnly && sc != scopeHealthz {
+				continue
+			}
 			if err := c.check(); err != nil {
 				if st.Checks == nil {
 					st.Checks = map[string]string{}
@@ -155,9 +180,9 @@ func (h *Health) status(checkNode bool) (bool, healthStatus) {
 // Handler serves /healthz and /livez.
 func (h *Health) Handler() http.Handler {
 	mux := http.NewServeMux()
-	serve := func(checkNode bool, counter *prometheus.CounterVec) http.HandlerFunc {
+	serve := func(sc scope, counter *prometheus.CounterVec) http.HandlerFunc {
 		return func(w http.ResponseWriter, _ *http.Request) {
-			ok, st := h.status(checkNode)
+			ok, st := h.status(sc)
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("X-Content-Type-Options", "nosniff")
 			code := http.StatusOK
@@ -175,7 +200,7 @@ func (h *Health) Handler() http.Handler {
 			_ = json.NewEncoder(w).Encode(st)
 		}
 	}
-	mux.HandleFunc("/healthz", serve(true, h.healthzTotal))
-	mux.HandleFunc("/livez", serve(false, h.livezTotal))
+	mux.HandleFunc("/healthz", serve(scopeHealthz, h.healthzTotal))
+	mux.HandleFunc("/livez", serve(scopeLivez, h.livezTotal))
 	return mux
 }

@@ -76,17 +76,17 @@ func TestHealthDualStack(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	h := NewHealth(time.Minute, []string{"IPv4", "IPv6"}, clk)
 	h.Updated("IPv4")
-	if ok, st := h.status(true); ok || st.Healthy || len(st.Status) != 1 {
+	if ok, st := h.status(scopeHealthz); ok || st.Healthy || len(st.Status) != 1 {
 		t.Errorf("only IPv4 synced: healthy %v, status %+v; want unhealthy with one family", ok, st)
 	}
 	clk.Step(time.Second)
 	h.Updated("IPv6")
-	ok, st := h.status(true)
+	ok, st := h.status(scopeHealthz)
 	if !ok || !st.Status["IPv4"].Healthy || !st.Status["IPv6"].Healthy || st.LastUpdated != "2026-01-02T03:04:06Z" {
 		t.Errorf("both synced: healthy %v, status %+v", ok, st)
 	}
 	clk.Step(time.Minute)
-	if ok, st := h.status(true); ok || st.Status["IPv4"].Healthy || !st.Status["IPv6"].Healthy {
+	if ok, st := h.status(scopeHealthz); ok || st.Status["IPv4"].Healthy || !st.Status["IPv6"].Healthy {
 		t.Errorf("IPv4 stale: healthy %v, status %+v; want IPv4 unhealthy", ok, st)
 	}
 }
@@ -99,14 +99,37 @@ func TestHealthCheck(t *testing.T) {
 	checkErr := errors.New("node has no podCIDR")
 	h.AddCheck("datapath", func() error { return checkErr })
 	h.Updated("IPv4")
-	if ok, st := h.status(true); ok || st.Checks["datapath"] != "node has no podCIDR" {
+	if ok, st := h.status(scopeHealthz); ok || st.Checks["datapath"] != "node has no podCIDR" {
 		t.Errorf("failing check: healthy %v, status %+v; want unhealthy with the check's error", ok, st)
 	}
-	if ok, _ := h.status(false); !ok {
+	if ok, _ := h.status(scopeLivez); !ok {
 		t.Error("failing check: /livez unhealthy, want healthy")
 	}
 	checkErr = nil
-	if ok, st := h.status(true); !ok || st.Checks != nil {
+	if ok, st := h.status(scopeHealthz); !ok || st.Checks != nil {
 		t.Errorf("passing check: healthy %v, status %+v", ok, st)
+	}
+}
+
+// A failing readiness-only check (the apiserver unreachable) makes /healthz unhealthy but not
+// Healthy, the verdict the health-check node ports serve, and not /livez.
+func TestHealthReadinessCheck(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	h := NewHealth(time.Minute, []string{"IPv4"}, clk)
+	checkErr := errors.New("no contact with the apiserver for 2m0s")
+	h.AddReadinessCheck("apiserver", func() error { return checkErr })
+	h.Updated("IPv4")
+	if ok, st := h.status(scopeHealthz); ok || st.Checks["apiserver"] != checkErr.Error() {
+		t.Errorf("/healthz: healthy %v, status %+v; want unhealthy with the check's error", ok, st)
+	}
+	if !h.Healthy() {
+		t.Error("Healthy (health-check node ports) = false, want true: a readiness-only check must not drain load balancers")
+	}
+	if ok, _ := h.status(scopeLivez); !ok {
+		t.Error("/livez unhealthy, want healthy")
+	}
+	h.SetNodeEligible(false)
+	if h.Healthy() {
+		t.Error("node being deleted: Healthy = true, want false")
 	}
 }

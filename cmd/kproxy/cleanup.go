@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"slices"
 	"strings"
@@ -19,8 +20,9 @@ import (
 // then exits, as kube-proxy's --cleanup does. It never touches another chain: an owned chain
 // that a foreign chain still jumps to is left in place (with every owned chain it leads to),
 // since deleting it would mean editing the foreign chain. KUBE-FIREWALL is kubelet's too and is
-// left alone, as kube-proxy leaves it. IPVS virtual servers, the kube-ipvs0 device and the
-// KUBE- ipsets are not removed yet.
+// left alone, as kube-proxy leaves it. The IPVS mode's virtual servers, kube-proxy's ipsets and
+// the kube-ipvs0 device go too, around the chains (cleanup_ipvs.go, ipvs/cleanup.go); foreign
+// virtual servers and sets stay.
 
 // cleanupOwned are the fixed chains of both modes, per table (iptables mode: ownedFixed in
 // iptables/proxy plus the canary; IPVS mode: ownedChains in ipvs/rules.go).
@@ -66,8 +68,16 @@ type cleanupPlan struct {
 	Kept []iptables.Chain
 }
 
+// chainOwner reports whether a chain of a table is one the cleanup removes.
+type chainOwner func(iptables.Table, iptables.Chain) bool
+
 // computeCleanup plans the cleanup of one table from its saved chains (iptables.ParseSave).
 func computeCleanup(table iptables.Table, saved map[iptables.Chain][]string) cleanupPlan {
+	return computeCleanupOf(table, saved, ownedByKProxy)
+}
+
+// computeCleanupOf is computeCleanup of the chains ownedByKProxy accepts.
+func computeCleanupOf(table iptables.Table, saved map[iptables.Chain][]string, ownedByKProxy chainOwner) cleanupPlan {
 	// Owned chains reachable from a foreign user chain stay, and so does everything they
 	// lead to.
 	kept := map[iptables.Chain]bool{}
@@ -200,9 +210,9 @@ func splitSaved(s string) []string {
 	return out
 }
 
-// cleanupFamily applies the cleanup to the nat and filter tables of one family. A table is
-// read and written on its own (one atomic restore each).
-func cleanupFamily(ctx context.Context, ipt iptables.Interface, family iptables.Family) error {
+// cleanupFamily applies the cleanup of the chains owned accepts to the nat and filter tables
+// of one family. A table is read and written on its own (one atomic restore each).
+func cleanupFamily(ctx context.Context, ipt iptables.Interface, family iptables.Family, owned chainOwner) error {
 	logger := klog.FromContext(ctx)
 	for _, table := range cleanupTables {
 		data, err := ipt.Save(ctx, table)
@@ -213,7 +223,7 @@ func cleanupFamily(ctx context.Context, ipt iptables.Interface, family iptables.
 		if err != nil {
 			return fmt.Errorf("parse %s table %s: %w", family, table, err)
 		}
-		plan := computeCleanup(table, saved)
+		plan := computeCleanupOf(table, saved, owned)
 		if len(plan.Kept) > 0 {
 			logger.Info("Leaving chains a foreign chain still jumps to", "ipFamily", family,
 				"table", table, "chains", plan.Kept)
@@ -232,9 +242,14 @@ func cleanupFamily(ctx context.Context, ipt iptables.Interface, family iptables.
 	return nil
 }
 
-// cleanup runs cleanupFamily for IPv4 and IPv6. A family whose tools are not installed
-// (ip6tables on an IPv4-only image) has nothing of kproxy's to remove and is skipped.
+// cleanup runs cleanupFamily for IPv4 and IPv6, for every chain of kproxy's.
 func cleanup(ctx context.Context, ipts map[iptables.Family]iptables.Interface) error {
+	return cleanupChains(ctx, ipts, ownedByKProxy)
+}
+
+// cleanupChains runs cleanupFamily for IPv4 and IPv6. A family whose tools are not installed
+// (ip6tables on an IPv4-only image) has nothing of kproxy's to remove and is skipped.
+func cleanupChains(ctx context.Context, ipts map[iptables.Family]iptables.Interface, owned chainOwner) error {
 	logger := klog.FromContext(ctx)
 	var errs []error
 	for _, family := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
@@ -242,7 +257,7 @@ func cleanup(ctx context.Context, ipts map[iptables.Family]iptables.Interface) e
 		if !ok {
 			continue
 		}
-		err := cleanupFamily(ctx, ipt, family)
+		err := cleanupFamily(ctx, ipt, family, owned)
 		if errors.Is(err, exec.ErrNotFound) {
 			logger.Info("Skipping the cleanup of an IP family: its iptables tools are not installed", "ipFamily", family, "err", err)
 			continue
@@ -254,10 +269,13 @@ func cleanup(ctx context.Context, ipts map[iptables.Family]iptables.Interface) e
 	return errors.Join(errs...)
 }
 
-// runCleanup is kproxy --cleanup on this node's network namespace.
-func runCleanup(ctx context.Context) error {
-	return cleanup(ctx, map[iptables.Family]iptables.Interface{
+// runCleanup is kproxy --cleanup on this node's network namespace; excludeCIDRs is
+// --ipvs-exclude-cidrs (virtual servers and kube-ipvs0 addresses there are left).
+func runCleanup(ctx context.Context, excludeCIDRs []netip.Prefix) error {
+	ic, closeIPVS := openIPVSCleanup(ctx, excludeCIDRs)
+	defer closeIPVS()
+	return cleanupAll(ctx, map[iptables.Family]iptables.Interface{
 		iptables.IPv4: iptables.New(iptables.Options{}),
 		iptables.IPv6: iptables.New(iptables.Options{IPv6: true}),
-	})
+	}, ic, ownedByKProxy)
 }

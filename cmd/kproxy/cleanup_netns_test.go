@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -74,25 +75,18 @@ func TestCleanupKernel(t *testing.T) {
 	nodeIP := netip.MustParseAddr("192.0.2.11")
 	for _, tc := range []struct {
 		name    string
-		backend func(t *testing.T, ns string, ipt iptables.Interface) proxier.Backend
+		backend func(t *testing.T, ic ipvsCleanup, ipt iptables.Interface) proxier.Backend
 	}{
-		{"iptables", func(_ *testing.T, _ string, ipt iptables.Interface) proxier.Backend {
+		{"iptables", func(_ *testing.T, _ ipvsCleanup, ipt iptables.Interface) proxier.Backend {
 			return iptproxy.NewProxier(ipt, iptproxy.Config{Family: iptables.IPv4, ClusterCIDR: clusterCIDR,
 				MasqueradeBit: 14, MasqueradeRandomFully: true, NodeIP: nodeIP, LocalhostNodePorts: true,
 				ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}})
 		}},
 		// The IPVS mode's iptables chains, jumps and ipsets go to the kernel; IPVS itself is
 		// faked, and the rules with the ipvs match are dropped (this kernel has no IPVS).
-		{"ipvs (iptables rules and ipsets real, IPVS faked)", func(t *testing.T, ns string, ipt iptables.Interface) proxier.Backend {
-			ipt = withoutIPVSMatch{ipt}
-			sets, err := ipset.New(ipset.Options{NetNSPath: ns})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { sets.Close() })
-			p, err := ipvs.NewProxier(ipvs.Writers{IPVS: ipvs.NewFakeIPVS(), Links: ipvs.NewFakeLinks(),
-				IPSet: sets, IPTables: ipt}, ipvs.Config{Family: iptables.IPv4, ClusterCIDR: clusterCIDR,
-				NodeIPs: []netip.Addr{nodeIP}, NodeIP: nodeIP})
+		{"ipvs (iptables rules and ipsets real, IPVS faked)", func(t *testing.T, ic ipvsCleanup, ipt iptables.Interface) proxier.Backend {
+			p, err := ipvs.NewProxier(ipvs.Writers{IPVS: ic.ipvs, Links: ic.links, IPSet: ic.sets, IPTables: withoutIPVSMatch{ipt}},
+				ipvs.Config{Family: iptables.IPv4, ClusterCIDR: clusterCIDR, NodeIPs: []netip.Addr{nodeIP}, NodeIP: nodeIP})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,13 +104,30 @@ func TestCleanupKernel(t *testing.T) {
 				t.Fatalf("plant foreign state: %v", err)
 			}
 			foreign := kernelTables(t, kernel)
+			// the IPVS mode's sets are real; IPVS and kube-ipvs0 are faked (no IPVS here)
+			sets, err := ipset.New(ipset.Options{NetNSPath: ns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(sets.Close)
+			ic := ipvsCleanup{ipvs: ipvs.NewFakeIPVS(), links: ipvs.NewFakeLinks(), sets: sets,
+				opts: ipvs.CleanupOptions{LocalAddrs: []netip.Addr{nodeIP}}}
+			if err := sets.EnsureSet(ctx, ipset.Set{Name: "cali40all-hosts", Type: ipset.HashIP, Family: ipset.FamilyIPv4}); err != nil {
+				t.Fatal(err)
+			}
+			cleanup := func(ctx context.Context, ipts map[iptables.Family]iptables.Interface) error {
+				return cleanupAll(ctx, ipts, ic, ownedByKProxy)
+			}
 
-			syncOnto(t, tc.backend(t, ns, kernel))
+			syncOnto(t, tc.backend(t, ic, kernel))
 			programmed := kernelTables(t, kernel)
 			for _, want := range []string{":KUBE-SERVICES", ":KUBE-MARK-MASQ", "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"} {
 				if !strings.Contains(programmed, want) {
 					t.Fatalf("the mode programmed no %q: the test proves nothing:\n%s", want, programmed)
 				}
+			}
+			if names, _ := sets.ListSets(ctx); strings.HasPrefix(tc.name, "ipvs") && !slices.Contains(names, ipset.KubeClusterIP) {
+				t.Fatalf("the IPVS mode made no %s: the test proves nothing: %v", ipset.KubeClusterIP, names)
 			}
 			if err := cleanup(ctx, ipts); err != nil {
 				t.Fatalf("cleanup: %v", err)
@@ -124,12 +135,15 @@ func TestCleanupKernel(t *testing.T) {
 			if diff := cmp.Diff(foreign, kernelTables(t, kernel)); diff != "" {
 				t.Errorf("after cleanup (-foreign state only +got):\n%s", diff)
 			}
+			if names, err := sets.ListSets(ctx); err != nil || !cmp.Equal(names, []string{"cali40all-hosts"}) {
+				t.Errorf("sets after cleanup = %v, %v; want only the foreign cali40all-hosts", names, err)
+			}
 			if err := cleanup(ctx, ipts); err != nil {
 				t.Errorf("second cleanup: %v", err)
 			}
 
 			// A foreign chain that jumps to KUBE-MARK-MASQ keeps it.
-			syncOnto(t, tc.backend(t, ns, kernel))
+			syncOnto(t, tc.backend(t, ic, kernel))
 			if err := kernel.Restore(ctx, []byte("*nat\n:CNI-MASQ - [0:0]\n-A CNI-MASQ -s 100.64.0.0/16 -j KUBE-MARK-MASQ\nCOMMIT\n")); err != nil {
 				t.Fatalf("plant the foreign jump: %v", err)
 			}

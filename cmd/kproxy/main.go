@@ -21,8 +21,12 @@ func main() {
 }
 
 // run returns the process exit code: 0 on a clean stop, 1 when kproxy fails at run time,
-// 2 for a bad command line or config file.
+// 2 for a bad command line or config file. `kproxy inspect ...` is the inspect subcommand
+// (inspect.go), with exit codes of its own.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "inspect" {
+		return runInspect(args[1:], stdout, stderr)
+	}
 	cfg, showVersion, err := parseConfig(args, stdout)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
@@ -39,7 +43,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if cfg.Cleanup {
-		if err := runCleanup(ctx); err != nil {
+		if err := runCleanup(ctx, cfg.IPVSExcludeCIDRs); err != nil {
 			_, _ = fmt.Fprintf(stderr, "kproxy: --cleanup: %v\n", err)
 			return 1
 		}

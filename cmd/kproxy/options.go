@@ -204,19 +204,26 @@ func parseConfig(args []string, stdout io.Writer) (Config, bool, error) {
 	if fs.NArg() > 0 {
 		return Config{}, false, usagef("unexpected argument %q", fs.Arg(0))
 	}
+	cfg, err := resolveConfig(fs, &fv)
+	return cfg, false, err
+}
+
+// resolveConfig builds the Config from parsed flags: defaults, then the --config file, then
+// the flags set on the command line, validated.
+func resolveConfig(fs *pflag.FlagSet, fv *flagValues) (Config, error) {
 	cfg := defaultConfig()
 	if fv.configFile != "" {
 		if err := applyConfigFile(&cfg, fv.configFile); err != nil {
-			return Config{}, false, err
+			return Config{}, err
 		}
 	}
-	if err := applyFlags(&cfg, fs, &fv); err != nil {
-		return Config{}, false, err
+	if err := applyFlags(&cfg, fs, fv); err != nil {
+		return Config{}, err
 	}
 	if err := validate(&cfg); err != nil {
-		return Config{}, false, err
+		return Config{}, err
 	}
-	return cfg, false, nil
+	return cfg, nil
 }
 
 // applyConfigFile loads a KubeProxyConfiguration. Unknown fields are an error, as in

@@ -17,8 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 
@@ -40,10 +38,11 @@ func serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	client, err := newClient(cfg)
+	clients, err := newClients(cfg)
 	if err != nil {
 		return err
 	}
+	client := clients.client
 	node := waitForNode(ctx, client, nodeName, 30*time.Second)
 	families := ipFamilies(cfg.BindAddress, node)
 
@@ -59,6 +58,9 @@ func serve(ctx context.Context, cfg Config) error {
 	}
 	health := proxier.NewHealth(2*cfg.SyncPeriod, names, nil)
 	health.CountRequests(metrics.HealthzTotal, metrics.LivezTotal)
+	contact := apiContact(cfg, clients.probe)
+	health.AddReadinessCheck("apiserver", contact.Check)
+	go contact.Run(ctx)
 	hc := healthcheck.NewServer(healthcheck.Options{ProxyHealthy: health.Healthy, Logger: logger})
 	defer hc.Close()
 	ct, err := conntrack.New(conntrack.Options{})
@@ -68,6 +70,9 @@ func serve(ctx context.Context, cfg Config) error {
 		defer ct.Close()
 	}
 
+	if err := cleanupOtherMode(ctx, cfg.Mode, cfg.IPVSExcludeCIDRs); err != nil {
+		logger.Error(err, "Could not remove the other proxy mode's state")
+	}
 	var stacks []*stack
 	for i, family := range families {
 		st, err := newStack(ctx, stackOptions{
@@ -189,8 +194,11 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		return nil, err
 	}
 	fm := o.metrics.For(string(o.family))
-	if ip, ok := backend.(*iptproxy.Proxier); ok {
-		o.metrics.Registry.MustRegister(newIPTablesCollector(ip, string(o.family)))
+	switch b := backend.(type) {
+	case *iptproxy.Proxier:
+		o.metrics.Registry.MustRegister(newIPTablesCollector(b, string(o.family)))
+	case *ipvs.Proxier:
+		o.metrics.Registry.MustRegister(newIPVSCollector(b, string(o.family)))
 	}
 	after := proxier.AfterSync{Report: o.report, ConntrackDeleted: fm.ConntrackDeleted}
 	if o.conntrack != nil {
@@ -229,92 +237,32 @@ func nodeName(override string) (string, error) {
 	return strings.ToLower(strings.TrimSpace(h)), nil
 }
 
-func newClient(cfg Config) (kubernetes.Interface, error) {
-	var (
-		rc  *rest.Config
-		err error
-	)
-	if cfg.Kubeconfig == "" && cfg.Master == "" {
-		rc, err = rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("no --kubeconfig or --master given and not running in a cluster: %w", err)
-		}
-	} else {
-		rc, err = clientcmd.BuildConfigFromFlags(cfg.Master, cfg.Kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("load kubeconfig %q: %w", cfg.Kubeconfig, err)
-		}
-	}
-	rc.QPS = cfg.APIQPS
-	rc.Burst = int(cfg.APIBurst)
-	rc.UserAgent = "kproxy/" + version
-	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	rc.ContentType = "application/vnd.kubernetes.protobuf"
-	return kubernetes.NewForConfig(rc)
-}
-
 func newBackend(ctx context.Context, cfg Config, family v1.IPFamily, node *v1.Node) (proxier.Backend, error) {
 	switch cfg.Mode {
 	case "iptables":
-		ofFamily := func(a netip.Addr) bool { return a.Is4() == (family == v1.IPv4Protocol) }
-		var clusterCIDR netip.Prefix
-		for _, p := range cfg.ClusterCIDRs {
-			if ofFamily(p.Addr()) {
-				clusterCIDR = p
-			}
-		}
-		nodeIP, podCIDR := nodeAddresses(node, ofFamily)
-		detector, err := localDetector(cfg, clusterCIDR, podCIDR)
-		if err != nil {
-			return nil, err
-		}
-		npAddrs := cfg.NodePortAddresses
-		if cfg.NodePortPrimary {
-			if !nodeIP.IsValid() {
-				return nil, errors.New("--nodeport-addresses=primary: the Node object has no InternalIP of this family yet")
-			}
-			npAddrs = []netip.Prefix{netip.PrefixFrom(nodeIP, nodeIP.BitLen())}
-		}
 		if cfg.LocalhostNodePorts && family == v1.IPv4Protocol {
 			if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/route_localnet", []byte("1"), 0o644); err != nil {
 				return nil, fmt.Errorf("--iptables-localhost-nodeports needs net.ipv4.conf.all.route_localnet=1: %w", err)
 			}
 		}
-		beLiberal, _ := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
-		klog.FromContext(ctx).Info("iptables mode", "nodeIP", nodeIP, "localDetector", detector,
-			"nodePortAddresses", npAddrs, "serviceCIDRs", cfg.ServiceCIDRs)
 		ipt := iptables.New(iptables.Options{IPv6: family == v1.IPv6Protocol})
-		fam := iptables.IPv4
-		if family == v1.IPv6Protocol {
-			fam = iptables.IPv6
-		}
-		randomFully, err := ipt.HasRandomFully()
+		pcfg, err := iptablesConfig(cfg, family, node, ipt)
 		if err != nil {
-			return nil, fmt.Errorf("detect iptables: %w (is the iptables package installed?)", err)
+			return nil, err
 		}
-		return iptproxy.NewProxier(ipt, iptproxy.Config{
-			MasqueradeRandomFully: randomFully,
-			Family:                fam,
-			ClusterCIDR:           clusterCIDR,
-			LocalDetector:         detector,
-			NodeIP:                nodeIP,
-			NodePortAddresses:     npAddrs,
-			LocalhostNodePorts:    cfg.LocalhostNodePorts,
-			ServiceCIDRs:          cfg.ServiceCIDRs,
-			ConntrackTCPBeLiberal: strings.TrimSpace(string(beLiberal)) == "1",
-			MasqueradeAll:         cfg.MasqueradeAll,
-			MasqueradeBit:         int(cfg.MasqueradeBit),
-		}), nil
+		klog.FromContext(ctx).Info("iptables mode", "nodeIP", pcfg.NodeIP, "localDetector", pcfg.LocalDetector,
+			"nodePortAddresses", pcfg.NodePortAddresses, "serviceCIDRs", cfg.ServiceCIDRs)
+		return iptproxy.NewProxier(ipt, pcfg), nil
 	case "ipvs":
 		return newIPVSBackend(ctx, cfg, family, node)
 	}
 	return nil, fmt.Errorf("unknown mode %q", cfg.Mode)
 }
 
-// newIPVSBackend builds the IPVS mode: IPVS and kube-ipvs0 over netlink, ipsets over netlink,
-// the fixed iptables rules through iptables-restore, and the sysctls IPVS needs.
-func newIPVSBackend(ctx context.Context, cfg Config, family v1.IPFamily, node *v1.Node) (proxier.Backend, error) {
-	logger := klog.FromContext(ctx)
+// iptablesConfig is the iptables mode's configuration for one family: the flags, the node's
+// addresses, and what the node's iptables and sysctls say (--random-fully, be_liberal).
+// It writes nothing (the daemon and kproxy inspect both use it).
+func iptablesConfig(cfg Config, family v1.IPFamily, node *v1.Node, ipt *iptables.Runner) (iptproxy.Config, error) {
 	ofFamily := func(a netip.Addr) bool { return a.Is4() == (family == v1.IPv4Protocol) }
 	var clusterCIDR netip.Prefix
 	for _, p := range cfg.ClusterCIDRs {
@@ -325,18 +273,46 @@ func newIPVSBackend(ctx context.Context, cfg Config, family v1.IPFamily, node *v
 	nodeIP, podCIDR := nodeAddresses(node, ofFamily)
 	detector, err := localDetector(cfg, clusterCIDR, podCIDR)
 	if err != nil {
-		return nil, err
+		return iptproxy.Config{}, err
 	}
+	npAddrs := cfg.NodePortAddresses
+	if cfg.NodePortPrimary {
+		if !nodeIP.IsValid() {
+			return iptproxy.Config{}, errors.New("--nodeport-addresses=primary: the Node object has no InternalIP of this family yet")
+		}
+		npAddrs = []netip.Prefix{netip.PrefixFrom(nodeIP, nodeIP.BitLen())}
+	}
+	beLiberal, _ := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
 	fam := iptables.IPv4
 	if family == v1.IPv6Protocol {
 		fam = iptables.IPv6
 	}
-	ipvsCfg := ipvs.Config{
-		Family: fam, Scheduler: cfg.IPVSScheduler,
-		NodeIPs: nodePortIPs(node, ofFamily, cfg.NodePortAddresses, cfg.NodePortPrimary), NodeIP: nodeIP,
-		ClusterCIDR: clusterCIDR, LocalDetector: ipvs.LocalDetector(detector),
-		MasqueradeAll: cfg.MasqueradeAll, MasqueradeBit: int(cfg.MasqueradeBit),
-		StrictARP: cfg.IPVSStrictARP, ExcludeCIDRs: cfg.IPVSExcludeCIDRs, ServiceCIDRs: cfg.ServiceCIDRs,
+	randomFully, err := ipt.HasRandomFully()
+	if err != nil {
+		return iptproxy.Config{}, fmt.Errorf("detect iptables: %w (is the iptables package installed?)", err)
+	}
+	return iptproxy.Config{
+		MasqueradeRandomFully: randomFully,
+		Family:                fam,
+		ClusterCIDR:           clusterCIDR,
+		LocalDetector:         detector,
+		NodeIP:                nodeIP,
+		NodePortAddresses:     npAddrs,
+		LocalhostNodePorts:    cfg.LocalhostNodePorts,
+		ServiceCIDRs:          cfg.ServiceCIDRs,
+		ConntrackTCPBeLiberal: strings.TrimSpace(string(beLiberal)) == "1",
+		MasqueradeAll:         cfg.MasqueradeAll,
+		MasqueradeBit:         int(cfg.MasqueradeBit),
+	}, nil
+}
+
+// newIPVSBackend builds the IPVS mode: IPVS and kube-ipvs0 over netlink, ipsets over netlink,
+// the fixed iptables rules through iptables-restore, and the sysctls IPVS needs.
+func newIPVSBackend(ctx context.Context, cfg Config, family v1.IPFamily, node *v1.Node) (proxier.Backend, error) {
+	logger := klog.FromContext(ctx)
+	ipvsCfg, err := ipvsConfig(cfg, family, node)
+	if err != nil {
+		return nil, err
 	}
 	for _, sc := range ipvs.RequiredSysctls(ipvsCfg, connReuseZero()) {
 		if err := os.WriteFile("/proc/sys/"+sc.Path, []byte(sc.Value), 0o644); err != nil {
@@ -368,8 +344,36 @@ func newIPVSBackend(ctx context.Context, cfg Config, family v1.IPFamily, node *v
 		return nil, err
 	}
 	logger.Info("ipvs mode", "scheduler", cfg.IPVSScheduler, "nodeIPs", ipvsCfg.NodeIPs,
-		"localDetector", detector, "strictARP", cfg.IPVSStrictARP, "excludeCIDRs", cfg.IPVSExcludeCIDRs)
+		"localDetector", ipvsCfg.LocalDetector, "strictARP", cfg.IPVSStrictARP, "excludeCIDRs", cfg.IPVSExcludeCIDRs)
 	return p, nil
+}
+
+// ipvsConfig is the IPVS mode's configuration for one family (the daemon and kproxy inspect
+// both use it).
+func ipvsConfig(cfg Config, family v1.IPFamily, node *v1.Node) (ipvs.Config, error) {
+	ofFamily := func(a netip.Addr) bool { return a.Is4() == (family == v1.IPv4Protocol) }
+	var clusterCIDR netip.Prefix
+	for _, p := range cfg.ClusterCIDRs {
+		if ofFamily(p.Addr()) {
+			clusterCIDR = p
+		}
+	}
+	nodeIP, podCIDR := nodeAddresses(node, ofFamily)
+	detector, err := localDetector(cfg, clusterCIDR, podCIDR)
+	if err != nil {
+		return ipvs.Config{}, err
+	}
+	fam := iptables.IPv4
+	if family == v1.IPv6Protocol {
+		fam = iptables.IPv6
+	}
+	return ipvs.Config{
+		Family: fam, Scheduler: cfg.IPVSScheduler,
+		NodeIPs: nodePortIPs(node, ofFamily, cfg.NodePortAddresses, cfg.NodePortPrimary), NodeIP: nodeIP,
+		ClusterCIDR: clusterCIDR, LocalDetector: ipvs.LocalDetector(detector),
+		MasqueradeAll: cfg.MasqueradeAll, MasqueradeBit: int(cfg.MasqueradeBit),
+		StrictARP: cfg.IPVSStrictARP, ExcludeCIDRs: cfg.IPVSExcludeCIDRs, ServiceCIDRs: cfg.ServiceCIDRs,
+	}, nil
 }
 
 // nodePortIPs are the node addresses of the family NodePorts answer on: every address of
@@ -420,7 +424,10 @@ func waitForNode(ctx context.Context, client kubernetes.Interface, name string, 
 	logger := klog.FromContext(ctx)
 	deadline := time.Now().Add(timeout)
 	for {
-		n, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		// Bounded: the client's dial waits for an apiserver that refuses connections.
+		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		n, err := client.CoreV1().Nodes().Get(gctx, name, metav1.GetOptions{})
+		cancel()
 		if err == nil {
 			return n
 		}

@@ -6,13 +6,20 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,21 +30,37 @@ import (
 	"github.com/kproxy/kproxy/e2e/harness"
 )
 
+// prefixBase starts the harness prefix of a run: kpvm<pid>, so that two runs (two helpers,
+// two terminals) have sandboxes of their own; a run's sandbox is removed at its end, and
+// those of runs whose process is gone at the start of the next run (removeStaleSandboxes).
+const prefixBase = "kpvm"
+
 const (
-	prefix    = "kpvm"
 	vmNode    = "kpvm-vm"
 	vmNodeIP  = "192.0.2.15" // the guest's eth0 (run-test.sh -n)
 	vmPodCIDR = "100.64.9.0/24"
 	testNS    = "kpvm-ipvs"
+	// otherNode is where the EndpointSlices say the pods of 100.64.10.0/24 run: they are in
+	// the VM too (behind a second bridge), but kproxy counts them as remote.
+	otherNode = "kpvm-other"
+	lbIP      = "198.51.100.100" // LoadBalancer ingress (TESTING.md: 198.51.100.0/24)
+	extIP     = "203.0.113.10"   // externalIP (203.0.113.0/24)
 )
 
-// The pods inside the VM (the guest test makes them): p1 and p2 are endpoints from the start,
-// p3 is added when the guest asks (KPVM-STEP add-endpoint), p1 removed on remove-endpoint.
-var vmPods = []struct{ name, ip string }{
-	{"kpvm-p1", "100.64.9.10"},
-	{"kpvm-p2", "100.64.9.11"},
-	{"kpvm-p3", "100.64.9.12"},
+// The pods inside the VM (the guest test makes them): p1 and p2 are endpoints of echo from
+// the start, p3 is added when the guest asks (KPVM-STEP add-endpoint), p1 removed on
+// remove-endpoint. r1 and r2 are "on another node".
+var vmPods = []struct{ name, ip, node string }{
+	{"kpvm-p1", "100.64.9.10", vmNode},
+	{"kpvm-p2", "100.64.9.11", vmNode},
+	{"kpvm-p3", "100.64.9.12", vmNode},
+	{"kpvm-r1", "100.64.10.10", otherNode},
+	{"kpvm-r2", "100.64.10.11", otherNode},
 }
+
+const (
+	p1, p2, p3, r1, r2 = 0, 1, 2, 3, 4
+)
 
 // TestKProxyIPVSInVMWithRealAPIServer: the real apiserver on the host, kproxy --mode=ipvs in
 // the VM, real traffic between network namespaces in the VM. See doc.go.
@@ -56,6 +79,8 @@ func TestKProxyIPVSInVMWithRealAPIServer(t *testing.T) {
 		k8sBin = buildK8s(t, repo)
 	}
 
+	prefix := prefixBase + strconv.Itoa(os.Getpid())
+	removeStaleSandboxes(logf)
 	// ---- the control plane on the host: no proxy, one host node (the harness wants one).
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -98,37 +123,34 @@ func TestKProxyIPVSInVMWithRealAPIServer(t *testing.T) {
 	if err := c.EnsureNamespace(ctx, testNS); err != nil {
 		t.Fatal(err)
 	}
-	node := &harness.Node{Name: vmNode, Zone: "zone-vm"}
-	pod := func(i int) *harness.Pod {
-		return &harness.Pod{Name: vmPods[i].name, Node: node, IP: netip.MustParseAddr(vmPods[i].ip)}
-	}
-	svc, err := c.CreateServiceWithEndpoints(ctx, testNS, "echo", []corev1.Protocol{corev1.ProtocolTCP}, pod(0), pod(1))
+	svcs, err := createServices(ctx, c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	empty, err := c.CreateService(ctx, testNS, "empty", harness.ServicePort("tcp", corev1.ProtocolTCP, 80))
-	if err != nil {
+	svcFile := filepath.Join(dir, "services.json")
+	if err := writeJSON(svcFile, svcs); err != nil {
 		t.Fatal(err)
 	}
-	setEndpoints := func(idx ...int) error {
-		var ps []*harness.Pod
-		for _, i := range idx {
-			ps = append(ps, pod(i))
-		}
-		return c.ApplyEndpointSlice(ctx, harness.EndpointSlice(testNS, "echo",
-			[]discoveryv1.EndpointPort{harness.EndpointPort("tcp", corev1.ProtocolTCP)}, harness.Endpoints(ps...)))
+	logf("apiserver via %s; Node %s (%s, %s); services: %s", fwd, vmNode, vmNodeIP, vmPodCIDR, svcs)
+	echoPorts := []discoveryv1.EndpointPort{harness.EndpointPort("tcp", corev1.ProtocolTCP), harness.EndpointPort("udp", corev1.ProtocolUDP)}
+	steps := map[string]func() error{
+		"add-endpoint": func() error {
+			return c.ApplyEndpointSlice(ctx, harness.EndpointSlice(testNS, "echo", echoPorts, harness.Endpoints(pods(p1, p2, p3)...)))
+		},
+		"remove-endpoint": func() error {
+			return c.ApplyEndpointSlice(ctx, harness.EndpointSlice(testNS, "echo", echoPorts, harness.Endpoints(pods(p2, p3)...)))
+		},
 	}
-	logf("apiserver via %s; Node %s (%s, %s); service echo %s:80 -> %s, %s; service empty %s:80 (no endpoints)",
-		fwd, vmNode, vmNodeIP, vmPodCIDR, svc.Spec.ClusterIP, vmPods[0].ip, vmPods[1].ip, empty.Spec.ClusterIP)
 
 	// ---- the VM
-	timeout := "300"
+	timeout := envOr("KPVM_VM_TIMEOUT", "420")
 	cmd := exec.CommandContext(ctx, filepath.Join(repo, "e2e", "vm", "run-test.sh"),
 		"-n", fwdPort, "-t", timeout,
-		"-f", bins["kproxy"], "-f", bins["echo"], "-f", kc,
-		"-e", "KPVM_SVC_IP="+svc.Spec.ClusterIP, "-e", "KPVM_EMPTY_IP="+empty.Spec.ClusterIP,
+		"-f", bins["kproxy"], "-f", bins["echo"], "-f", kc, "-f", svcFile,
 		"-e", "KPVM_DYNAMIC="+envOr("KPVM_DYNAMIC", "1"), "-e", "KPVM_KPROXY_ARGS="+os.Getenv("KPVM_KPROXY_ARGS"),
+		"-e", "KPVM_MODES="+envOr("KPVM_MODES", "ipvs,iptables"),
 		bins["guest.test"], "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), "VM_QUIET=0") // the console carries the guest's KPVM-STEP requests
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -141,30 +163,158 @@ func TestKProxyIPVSInVMWithRealAPIServer(t *testing.T) {
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	var stepErr []string
+	var results []string
 	for sc.Scan() {
 		line := sc.Text()
 		fmt.Println(line)
-		switch strings.TrimSpace(line) {
-		case "KPVM-STEP add-endpoint":
-			if err := setEndpoints(0, 1, 2); err != nil {
-				stepErr = append(stepErr, err.Error())
-			}
-			logf("host: EndpointSlice echo-e2e now %s, %s, %s", vmPods[0].ip, vmPods[1].ip, vmPods[2].ip)
-		case "KPVM-STEP remove-endpoint":
-			if err := setEndpoints(1, 2); err != nil {
-				stepErr = append(stepErr, err.Error())
-			}
-			logf("host: EndpointSlice echo-e2e now %s, %s", vmPods[1].ip, vmPods[2].ip)
+		if m := resultRE.FindStringSubmatch(line); m != nil {
+			results = append(results, m[1]+" "+m[2])
+		}
+		name, ok := strings.CutPrefix(strings.TrimSpace(line), "KPVM-STEP ")
+		if !ok {
+			continue
+		}
+		if step := steps[name]; step == nil {
+			stepErr = append(stepErr, "unknown step "+name)
+		} else if err := step(); err != nil {
+			stepErr = append(stepErr, name+": "+err.Error())
+		} else {
+			logf("host: step %s done", name)
 		}
 	}
 	err = cmd.Wait()
 	logf("VM run: %.1fs (exit %v)", time.Since(tb).Seconds(), err)
+	pass, fail := 0, 0
+	for _, r := range results {
+		if strings.HasPrefix(r, "PASS") {
+			pass++
+		} else if strings.HasPrefix(r, "FAIL") {
+			fail++
+		}
+	}
+	logf("guest subtests: %d passed, %d failed", pass, fail)
 	if len(stepErr) > 0 {
 		t.Errorf("host steps: %v", stepErr)
 	}
 	if err != nil {
 		t.Fatalf("in-VM test failed: %v (the guest's output is above)", err)
 	}
+}
+
+// removeStaleSandboxes removes the sandboxes of earlier runs whose process is gone (a run
+// killed before its cleanup).
+func removeStaleSandboxes(logf func(string, ...any)) {
+	dirs, _ := filepath.Glob(filepath.Join(filepath.Dir(harness.StateDir(prefixBase)), prefixBase+"*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), prefixBase))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			continue // its run is still going
+		}
+		rep, err := harness.Cleanup(filepath.Base(d))
+		logf("removed the sandbox of a run that is gone (pid %d): %v %v", pid, rep, err)
+	}
+}
+
+// resultRE matches go test -v's result lines of the guest's subtests (the scenarios).
+var resultRE = regexp.MustCompile(`^\s+--- (PASS|FAIL): (\S+/\S+)`)
+
+// pods returns the harness pods with the given indexes into vmPods.
+func pods(idx ...int) []*harness.Pod {
+	var out []*harness.Pod
+	for _, i := range idx {
+		p := vmPods[i]
+		out = append(out, &harness.Pod{Name: p.name, Node: &harness.Node{Name: p.node, Zone: "zone-vm"}, IP: netip.MustParseAddr(p.ip)})
+	}
+	return out
+}
+
+// vmService is what the guest needs to know of a service (services.json).
+type vmService struct {
+	ClusterIP  string `json:"clusterIP"`
+	NodePort   int32  `json:"nodePort,omitempty"`
+	LBIP       string `json:"lbIP,omitempty"`
+	ExternalIP string `json:"externalIP,omitempty"`
+}
+
+type vmServices map[string]vmService
+
+func (s vmServices) String() string {
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(s)) {
+		v := s[name]
+		parts = append(parts, fmt.Sprintf("%s=%s np=%d lb=%s ext=%s", name, v.ClusterIP, v.NodePort, v.LBIP, v.ExternalIP))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// createServices creates the services the guest's scenarios use, with their EndpointSlices:
+//
+//	echo        ClusterIP TCP+UDP 80       -> p1, p2 (p3 added, p1 removed by the steps)
+//	empty       ClusterIP TCP 80           no endpoints
+//	affinity    ClusterIP TCP 80, ClientIP -> p1, p2
+//	np-cluster  NodePort, Cluster policy   -> p1, r1
+//	np-local    NodePort, Local policy     -> p2, r1
+//	lb-local    LoadBalancer 198.51.100.100, externalIP 203.0.113.10, Local policy -> r1, r2
+//	            (no endpoint on the VM node)
+func createServices(ctx context.Context, c *harness.Cluster) (vmServices, error) {
+	tcp := []corev1.ServicePort{harness.ServicePort("tcp", corev1.ProtocolTCP, 80)}
+	tcpSlice := []discoveryv1.EndpointPort{harness.EndpointPort("tcp", corev1.ProtocolTCP)}
+	defs := []struct {
+		name  string
+		spec  corev1.ServiceSpec
+		ports []discoveryv1.EndpointPort
+		eps   []*harness.Pod
+	}{
+		{"echo", corev1.ServiceSpec{Ports: []corev1.ServicePort{harness.ServicePort("tcp", corev1.ProtocolTCP, 80),
+			harness.ServicePort("udp", corev1.ProtocolUDP, 80)}},
+			[]discoveryv1.EndpointPort{harness.EndpointPort("tcp", corev1.ProtocolTCP), harness.EndpointPort("udp", corev1.ProtocolUDP)},
+			pods(p1, p2)},
+		{"empty", corev1.ServiceSpec{Ports: tcp}, nil, nil},
+		{"affinity", corev1.ServiceSpec{Ports: tcp, SessionAffinity: corev1.ServiceAffinityClientIP}, tcpSlice, pods(p1, p2)},
+		{"np-cluster", corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: tcp,
+			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyCluster}, tcpSlice, pods(p1, r1)},
+		{"np-local", corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: tcp,
+			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal}, tcpSlice, pods(p2, r1)},
+		{"lb-local", corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: tcp, ExternalIPs: []string{extIP},
+			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal}, tcpSlice, pods(r1, r2)},
+	}
+	out := vmServices{}
+	for _, d := range defs {
+		svc, err := c.CreateServiceObject(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: d.name, Namespace: testNS}, Spec: d.spec})
+		if err != nil {
+			return nil, err
+		}
+		if d.spec.Type == corev1.ServiceTypeLoadBalancer {
+			if svc, err = c.SetLoadBalancerIngress(ctx, testNS, d.name, harness.LBIngress(lbIP, corev1.LoadBalancerIPModeVIP)); err != nil {
+				return nil, err
+			}
+		}
+		if d.eps != nil {
+			if err := c.ApplyEndpointSlice(ctx, harness.EndpointSlice(testNS, d.name, d.ports, harness.Endpoints(d.eps...))); err != nil {
+				return nil, err
+			}
+		}
+		v := vmService{ClusterIP: svc.Spec.ClusterIP, NodePort: svc.Spec.Ports[0].NodePort}
+		if len(svc.Status.LoadBalancer.Ingress) > 0 {
+			v.LBIP = svc.Status.LoadBalancer.Ingress[0].IP
+		}
+		if len(svc.Spec.ExternalIPs) > 0 {
+			v.ExternalIP = svc.Spec.ExternalIPs[0]
+		}
+		out[d.name] = v
+	}
+	return out, nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 func createVMNode(ctx context.Context, c *harness.Cluster) error {

@@ -1,4 +1,7 @@
-// Package guest is the in-VM half of the IPVS e2e test (build tag vm): a node-like setup
-// in the guest's root namespace (cni0 bridge, pod namespaces with echo servers), kproxy
-// --mode=ipvs fed by the real apiserver on the host, and real traffic. See ../doc.go.
+// Package guest is the in-VM half of the VM e2e test (build tag vm): a node-like setup in the
+// guest's root namespace (cni0 with this node's pods, cni1 with "another node's" pods, an
+// external client namespace), foreign IPVS/ipset/iptables objects, kproxy fed by the real
+// apiserver on the host, and real traffic: one set of scenarios run in each proxy mode, the
+// IPVS-only checks, endpoint changes made on the host, restart and tampering, mode switches
+// and kproxy --cleanup. See ../doc.go and ../../README.md.
 package guest
