@@ -3,6 +3,7 @@ package ipvs
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/kproxy/kproxy/ipset"
 	"github.com/kproxy/kproxy/iptables"
@@ -57,6 +58,11 @@ type Config struct {
 	NetnsPath string
 	// IPSetRebuildThreshold is ipset.ReconcileOptions.RebuildThreshold.
 	IPSetRebuildThreshold int
+	// RealServerCheckInterval is how often a partial sync also lists the real servers of
+	// every virtual server, so that one deleted or re-weighted by hand comes back (upstream
+	// lists them in every sync). kproxy sets it to half the sync period; 0 means only in
+	// full syncs and for the services that changed.
+	RealServerCheckInterval time.Duration
 }
 
 // LocalDetector is how the rules recognise traffic from pods on this node

@@ -61,8 +61,10 @@
 //  2. ipset.Reconcile of every set (entries added before others are deleted).
 //  3. List the virtual servers (one dump); add the missing ones, update those whose
 //     scheduler, flags or timeout differ; list the real servers of new virtual servers,
-//     of changed services (all of them in a full sync) and of those with draining real
-//     servers, and add, re-weight or drain the difference.
+//     of changed services and of those with draining real servers (of all of them in a
+//     full sync, and once per Config.RealServerCheckInterval, half kproxy's sync period, so
+//     that a real server deleted or re-weighted by hand comes back as with upstream, which
+//     lists them every sync), and add, re-weight or drain the difference.
 //  4. Bind the missing addresses to kube-ipvs0.
 //  5. iptables: one iptables-save per table, compare the owned chains (in iptables-save's
 //     canonical form) with the plan, one iptables-restore --noflush of the chains that
@@ -87,7 +89,8 @@
 // destroys; chains it only rewrites (its own names).
 //
 // A restart with nothing changed writes nothing: every step compares first. What scales:
-// a sync costs one IPVS dump plus one real-server dump per inspected virtual server, one
+// a sync costs one IPVS dump plus one real-server dump per inspected virtual server (every
+// one at most once per RealServerCheckInterval), one
 // ipset listing per set, two iptables-save and one kube-ipvs0 address dump; writes are one
 // netlink message per changed object and at most one iptables-restore.
 //

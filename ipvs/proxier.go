@@ -60,6 +60,10 @@ type Proxier struct {
 	draining map[VSKey]bool
 	// synced is false until a sync succeeded, and after a failure: the next sync is full.
 	synced bool
+	// checkedRS is when a sync last listed the real servers of every virtual server
+	// (Config.RealServerCheckInterval); now is the clock (time.Now; tests replace it).
+	checkedRS time.Time
+	now       func() time.Time
 
 	mu              sync.Mutex // guards last and restoreFailures (read by the metrics)
 	last            SyncStats
@@ -75,7 +79,7 @@ func NewProxier(w Writers, cfg Config) (*Proxier, error) {
 	if w.IPVS == nil || w.Links == nil || w.IPSet == nil || w.IPTables == nil {
 		return nil, errors.New("ipvs proxier: every writer must be set")
 	}
-	return &Proxier{w: w, cfg: cfg, planned: map[VSKey]bool{}, draining: map[VSKey]bool{}}, nil
+	return &Proxier{w: w, cfg: cfg, planned: map[VSKey]bool{}, draining: map[VSKey]bool{}, now: time.Now}, nil
 }
 
 // Mode returns "ipvs".
@@ -100,27 +104,34 @@ func (p *Proxier) RestoreFailures() int {
 // servers, then kube-ipvs0 addresses, then the iptables chains, then the removal of stale
 // addresses and virtual servers (see the package documentation). Only the difference is
 // written. A partial sync (full false) lists the real servers only of the changed services
-// and of virtual servers with draining real servers.
+// and of virtual servers with draining real servers, and of every virtual server once
+// Config.RealServerCheckInterval has passed since that was last done.
 func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, full bool) error {
-	start := time.Now()
+	start := p.now()
 	full = full || !p.synced
+	checkRS := full || (p.cfg.RealServerCheckInterval > 0 && start.Sub(p.checkedRS) >= p.cfg.RealServerCheckInterval)
 	plan := ComputePlan(PlanInput{Services: snap.Services, Endpoints: snap.Endpoints, Node: node, Config: p.cfg})
-	st, err := p.apply(ctx, plan, snap, full)
+	st, err := p.apply(ctx, plan, snap, checkRS)
 	if err != nil {
 		p.synced = false
 		return err
 	}
 	p.synced = true
+	if checkRS {
+		p.checkedRS = start
+	}
 	p.mu.Lock()
 	p.last = st
 	p.mu.Unlock()
-	klog.FromContext(ctx).V(2).Info("Synced IPVS rules", "full", full, "virtualServers", st.VirtualServers,
-		"realServers", st.RealServers, "writes", st.Writes(), "draining", st.Draining,
-		"conflicts", plan.Conflicts, "elapsed", time.Since(start))
+	klog.FromContext(ctx).V(2).Info("Synced IPVS rules", "ipFamily", p.cfg.Family, "full", full, "allRealServersListed", checkRS,
+		"virtualServers", st.VirtualServers, "realServers", st.RealServers, "writes", st.Writes(),
+		"draining", st.Draining, "conflicts", plan.Conflicts, "elapsed", p.now().Sub(start))
 	return nil
 }
 
-func (p *Proxier) apply(ctx context.Context, plan Plan, snap endpoints.Snapshot, full bool) (SyncStats, error) {
+// apply makes one sync; allRS lists the real servers of every virtual server, not only of
+// the changed services and those with draining real servers.
+func (p *Proxier) apply(ctx context.Context, plan Plan, snap endpoints.Snapshot, allRS bool) (SyncStats, error) {
 	st := SyncStats{VirtualServers: len(plan.VirtualServers),
 		NoLocalEndpointsInternal: plan.NoLocalEndpointsInternal, NoLocalEndpointsExternal: plan.NoLocalEndpointsExternal}
 	for _, vs := range plan.VirtualServers {
@@ -158,7 +169,7 @@ func (p *Proxier) apply(ctx context.Context, plan Plan, snap endpoints.Snapshot,
 	sync := &ipvsSync{
 		ipvs: p.w.IPVS, cfg: p.cfg, draining: map[VSKey]bool{},
 		owned:   ownership{cfg: p.cfg, bound: bound, planned: p.planned, sets: evidence}.owns,
-		inspect: inspector{full: full, changed: snap.Changed, draining: p.draining}.inspect,
+		inspect: inspector{all: allRS, changed: snap.Changed, draining: p.draining}.inspect,
 	}
 	sync.ensureVirtualServers(ctx, plan, have)
 	var errs []error

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
@@ -301,6 +302,44 @@ func TestPartialSyncRestoresDeletedVirtualServer(t *testing.T) {
 	// ... the missing virtual server is re-added from the listing anyway
 	if got := rsState(t, e.ipvs, webKey, ap("100.64.1.2:8080")); got != "w1" {
 		t.Errorf("re-added real server = %s, want w1", got)
+	}
+}
+
+// TestPartialSyncRestoresDeletedRealServer: a real server deleted by hand is not seen by a
+// partial sync with nothing changed, until Config.RealServerCheckInterval has passed since
+// the real servers of every virtual server were last listed (kproxy: the sync period).
+func TestPartialSyncRestoresDeletedRealServer(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+		after    time.Duration // clock advance before the partial sync
+		want     string        // the real server's state after it
+	}{
+		{"no interval: only full syncs", 0, time.Hour, "gone"},
+		{"interval not yet due", 30 * time.Second, 10 * time.Second, "gone"},
+		{"interval due", 30 * time.Second, 30 * time.Second, "w1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.RealServerCheckInterval = tc.interval
+			e := newEnv(t, cfg)
+			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			e.p.now = func() time.Time { return now }
+			w := newWorld().svc(webTCP(), readyEP("100.64.1.2", 8080), remoteEP("100.64.2.2", 8080))
+			e.apply(t, w, true)
+			if err := e.ipvs.DeleteRealServer(context.Background(), webKey, ap("100.64.2.2:8080")); err != nil {
+				t.Fatal(err)
+			}
+			now = now.Add(tc.after)
+			snap := w.snapshot()
+			snap.Changed = nil
+			if err := e.p.Apply(context.Background(), snap, testNode, false); err != nil {
+				t.Fatal(err)
+			}
+			if got := rsState(t, e.ipvs, webKey, ap("100.64.2.2:8080")); got != tc.want {
+				t.Errorf("real server deleted by hand, after a partial sync %v later: %s, want %s", tc.after, got, tc.want)
+			}
+		})
 	}
 }
 

@@ -173,15 +173,17 @@ func (o ownership) owns(k VSKey) bool {
 	return o.bound[k.IP] || o.planned[k] || o.cfg.inServiceCIDRs(k.IP) || o.sets.owns(k, o.cfg.NodeIPs)
 }
 
-// inspector decides which unchanged virtual servers have their real servers listed.
+// inspector decides which unchanged virtual servers have their real servers listed: all of
+// them (a full sync, or Config.RealServerCheckInterval due), else those of changed services
+// and those with draining real servers.
 type inspector struct {
-	full     bool
+	all      bool
 	changed  map[types.NamespacedName]struct{}
 	draining map[VSKey]bool
 }
 
 func (i inspector) inspect(vs PlannedVS) bool {
-	if i.full || i.draining[vs.VSKey] {
+	if i.all || i.draining[vs.VSKey] {
 		return true
 	}
 	_, ok := i.changed[vs.Service.NamespacedName]

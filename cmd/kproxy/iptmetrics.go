@@ -1,23 +1,30 @@
 package main
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	iptproxy "github.com/kproxy/kproxy/iptables/proxy"
 )
 
 // iptablesCollector exports the iptables mode's own kube-proxy metrics, read from the
-// proxier at scrape time.
+// proxiers at scrape time. One collector serves every IP family (add): a registry refuses a
+// second collector with the same descriptors, which a dual-stack node would register.
 type iptablesCollector struct {
-	p      *iptproxy.Proxier
-	family string
+	mu       sync.Mutex
+	families []iptablesFamily
 
 	rules, restoreFailures, partialFailures, noLocal *prometheus.Desc
 }
 
-func newIPTablesCollector(p *iptproxy.Proxier, family string) *iptablesCollector {
+type iptablesFamily struct {
+	p      *iptproxy.Proxier
+	family string
+}
+
+func newIPTablesCollector() *iptablesCollector {
 	return &iptablesCollector{
-		p: p, family: family,
 		rules: prometheus.NewDesc("kubeproxy_sync_proxy_rules_iptables_total",
 			"Total number of iptables rules owned by kube-proxy", []string{"table", "ip_family"}, nil),
 		restoreFailures: prometheus.NewDesc("kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
@@ -29,6 +36,13 @@ func newIPTablesCollector(p *iptproxy.Proxier, family string) *iptablesCollector
 	}
 }
 
+// add exports p's metrics with the ip_family label family.
+func (c *iptablesCollector) add(p *iptproxy.Proxier, family string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.families = append(c.families, iptablesFamily{p: p, family: family})
+}
+
 func (c *iptablesCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.rules
 	ch <- c.restoreFailures
@@ -37,11 +51,16 @@ func (c *iptablesCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *iptablesCollector) Collect(ch chan<- prometheus.Metric) {
-	counts, stats := c.p.LastRuleCount(), c.p.Stats()
-	ch <- prometheus.MustNewConstMetric(c.rules, prometheus.GaugeValue, float64(counts.NATRules), "nat", c.family)
-	ch <- prometheus.MustNewConstMetric(c.rules, prometheus.GaugeValue, float64(counts.FilterRules), "filter", c.family)
-	ch <- prometheus.MustNewConstMetric(c.restoreFailures, prometheus.CounterValue, float64(stats.RestoreFailures), c.family)
-	ch <- prometheus.MustNewConstMetric(c.partialFailures, prometheus.CounterValue, float64(stats.PartialRestoreFailures), c.family)
-	ch <- prometheus.MustNewConstMetric(c.noLocal, prometheus.GaugeValue, float64(counts.NoLocalEndpointsInternal), "internal", c.family)
-	ch <- prometheus.MustNewConstMetric(c.noLocal, prometheus.GaugeValue, float64(counts.NoLocalEndpointsExternal), "external", c.family)
+	c.mu.Lock()
+	families := c.families
+	c.mu.Unlock()
+	for _, f := range families {
+		counts, stats := f.p.LastRuleCount(), f.p.Stats()
+		ch <- prometheus.MustNewConstMetric(c.rules, prometheus.GaugeValue, float64(counts.NATRules), "nat", f.family)
+		ch <- prometheus.MustNewConstMetric(c.rules, prometheus.GaugeValue, float64(counts.FilterRules), "filter", f.family)
+		ch <- prometheus.MustNewConstMetric(c.restoreFailures, prometheus.CounterValue, float64(stats.RestoreFailures), f.family)
+		ch <- prometheus.MustNewConstMetric(c.partialFailures, prometheus.CounterValue, float64(stats.PartialRestoreFailures), f.family)
+		ch <- prometheus.MustNewConstMetric(c.noLocal, prometheus.GaugeValue, float64(counts.NoLocalEndpointsInternal), "internal", f.family)
+		ch <- prometheus.MustNewConstMetric(c.noLocal, prometheus.GaugeValue, float64(counts.NoLocalEndpointsExternal), "external", f.family)
+	}
 }

@@ -1,26 +1,34 @@
 package main
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kproxy/kproxy/ipvs"
 )
 
-// ipvsCollector exports the IPVS mode's kube-proxy metrics, read from the proxier at scrape
-// time. Upstream's IPVS mode exports the first two (plus the sync durations and timestamps
-// every mode has, in proxier.Metrics); kproxy adds the iptables rule count upstream's
-// iptables mode exports, and the size of the IPVS table, which upstream does not export.
+// ipvsCollector exports the IPVS mode's kube-proxy metrics, read from the proxiers at
+// scrape time. Upstream's IPVS mode exports the first two (plus the sync durations and
+// timestamps every mode has, in proxier.Metrics); kproxy adds the iptables rule count
+// upstream's iptables mode exports, and the size of the IPVS table, which upstream does not
+// export. One collector serves every IP family (add): a registry refuses a second
+// collector with the same descriptors, which a dual-stack node would register.
 type ipvsCollector struct {
-	p      *ipvs.Proxier
-	family string
+	mu       sync.Mutex
+	families []ipvsFamily
 
 	restoreFailures, noLocal, rules, virtualServers, realServers, draining *prometheus.Desc
 }
 
-func newIPVSCollector(p *ipvs.Proxier, family string) *ipvsCollector {
+type ipvsFamily struct {
+	p      *ipvs.Proxier
+	family string
+}
+
+func newIPVSCollector() *ipvsCollector {
 	fam := []string{"ip_family"}
 	return &ipvsCollector{
-		p: p, family: family,
 		restoreFailures: prometheus.NewDesc("kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
 			"Cumulative proxy iptables restore failures", fam, nil),
 		noLocal: prometheus.NewDesc("kubeproxy_sync_proxy_rules_no_local_endpoints_total",
@@ -36,6 +44,13 @@ func newIPVSCollector(p *ipvs.Proxier, family string) *ipvsCollector {
 	}
 }
 
+// add exports p's metrics with the ip_family label family.
+func (c *ipvsCollector) add(p *ipvs.Proxier, family string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.families = append(c.families, ipvsFamily{p: p, family: family})
+}
+
 func (c *ipvsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.restoreFailures, c.noLocal, c.rules, c.virtualServers, c.realServers, c.draining} {
 		ch <- d
@@ -43,16 +58,21 @@ func (c *ipvsCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *ipvsCollector) Collect(ch chan<- prometheus.Metric) {
-	st := c.p.LastSync()
-	gauge := func(d *prometheus.Desc, v int, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), append(labels, c.family)...)
+	c.mu.Lock()
+	families := c.families
+	c.mu.Unlock()
+	for _, f := range families {
+		st := f.p.LastSync()
+		gauge := func(d *prometheus.Desc, v int, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), append(labels, f.family)...)
+		}
+		ch <- prometheus.MustNewConstMetric(c.restoreFailures, prometheus.CounterValue, float64(f.p.RestoreFailures()), f.family)
+		gauge(c.noLocal, st.NoLocalEndpointsInternal, "internal")
+		gauge(c.noLocal, st.NoLocalEndpointsExternal, "external")
+		gauge(c.rules, st.NATRules, "nat")
+		gauge(c.rules, st.FilterRules, "filter")
+		gauge(c.virtualServers, st.VirtualServers)
+		gauge(c.realServers, st.RealServers)
+		gauge(c.draining, st.Draining)
 	}
-	ch <- prometheus.MustNewConstMetric(c.restoreFailures, prometheus.CounterValue, float64(c.p.RestoreFailures()), c.family)
-	gauge(c.noLocal, st.NoLocalEndpointsInternal, "internal")
-	gauge(c.noLocal, st.NoLocalEndpointsExternal, "external")
-	gauge(c.rules, st.NATRules, "nat")
-	gauge(c.rules, st.FilterRules, "filter")
-	gauge(c.virtualServers, st.VirtualServers)
-	gauge(c.realServers, st.RealServers)
-	gauge(c.draining, st.Draining)
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -74,11 +75,12 @@ func serve(ctx context.Context, cfg Config) error {
 		logger.Error(err, "Could not remove the other proxy mode's state")
 	}
 	var stacks []*stack
+	collectors := &modeCollectors{}
 	for i, family := range families {
 		st, err := newStack(ctx, stackOptions{
 			cfg: cfg, family: family, node: node, nodeName: nodeName, metrics: metrics,
 			health: health, report: report, conntrack: ct,
-			healthCheck: hc, primary: i == 0,
+			healthCheck: hc, primary: i == 0, collectors: collectors,
 		})
 		if err != nil {
 			if i == 0 {
@@ -186,6 +188,32 @@ type stackOptions struct {
 	conntrack   conntrack.Interface
 	healthCheck *healthcheck.Server
 	primary     bool // the health-check node ports are served once, by the primary family
+	collectors  *modeCollectors
+}
+
+// modeCollectors export the mode's own metrics of every IP family's backend: one collector
+// per mode, registered with the first family (a registry refuses a second collector with
+// the same descriptors, which a dual-stack node would otherwise register).
+type modeCollectors struct {
+	ipt  *iptablesCollector
+	ipvs *ipvsCollector
+}
+
+func (m *modeCollectors) add(reg prometheus.Registerer, b proxier.Backend, family string) {
+	switch b := b.(type) {
+	case *iptproxy.Proxier:
+		if m.ipt == nil {
+			m.ipt = newIPTablesCollector()
+			reg.MustRegister(m.ipt)
+		}
+		m.ipt.add(b, family)
+	case *ipvs.Proxier:
+		if m.ipvs == nil {
+			m.ipvs = newIPVSCollector()
+			reg.MustRegister(m.ipvs)
+		}
+		m.ipvs.add(b, family)
+	}
 }
 
 func newStack(ctx context.Context, o stackOptions) (*stack, error) {
@@ -194,12 +222,7 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		return nil, err
 	}
 	fm := o.metrics.For(string(o.family))
-	switch b := backend.(type) {
-	case *iptproxy.Proxier:
-		o.metrics.Registry.MustRegister(newIPTablesCollector(b, string(o.family)))
-	case *ipvs.Proxier:
-		o.metrics.Registry.MustRegister(newIPVSCollector(b, string(o.family)))
-	}
+	o.collectors.add(o.metrics.Registry, backend, string(o.family))
 	after := proxier.AfterSync{Report: o.report, ConntrackDeleted: fm.ConntrackDeleted}
 	if o.conntrack != nil {
 		after.Conntrack = o.conntrack
@@ -373,6 +396,10 @@ func ipvsConfig(cfg Config, family v1.IPFamily, node *v1.Node) (ipvs.Config, err
 		ClusterCIDR: clusterCIDR, LocalDetector: ipvs.LocalDetector(detector),
 		MasqueradeAll: cfg.MasqueradeAll, MasqueradeBit: int(cfg.MasqueradeBit),
 		StrictARP: cfg.IPVSStrictARP, ExcludeCIDRs: cfg.IPVSExcludeCIDRs, ServiceCIDRs: cfg.ServiceCIDRs,
+		// Idle, syncs come one sync period apart: each lists every real server (one deleted
+		// by hand is back within a period, as upstream); syncs made for changes in between do
+		// so at most once per half period.
+		RealServerCheckInterval: cfg.SyncPeriod / 2,
 	}, nil
 }
 

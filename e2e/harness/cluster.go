@@ -39,6 +39,9 @@ type Options struct {
 	EchoBin string // the e2e/cmd/echo binary
 	// ForwardListen is where the in-process API forwarder listens (default 127.0.0.1:0).
 	ForwardListen string
+	// DualStack gives the apiserver ServiceCIDR6 as a second service range, so services can
+	// be dual-stack. The harness's own nodes and pods stay IPv4.
+	DualStack bool
 	// Logf receives one line per step with its duration (default: stdout).
 	Logf func(format string, args ...any)
 }

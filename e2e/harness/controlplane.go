@@ -89,7 +89,7 @@ func (c *Cluster) apiserverArgs(reconciler string) []string {
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + filepath.Join(pki, "sa.pub"),
 		"--service-account-signing-key-file=" + filepath.Join(pki, "sa.key"),
-		"--service-cluster-ip-range=" + ServiceCIDR.String(),
+		"--service-cluster-ip-range=" + c.serviceCIDRs(),
 		"--service-node-port-range=30000-32767",
 		"--disable-admission-plugins=ServiceAccount",
 		"--allow-privileged=true", "--profiling=false",
@@ -98,6 +98,15 @@ func (c *Cluster) apiserverArgs(reconciler string) []string {
 		args = append(args, "--endpoint-reconciler-type="+reconciler)
 	}
 	return args
+}
+
+// serviceCIDRs is --service-cluster-ip-range: ServiceCIDR, and ServiceCIDR6 with
+// Options.DualStack.
+func (c *Cluster) serviceCIDRs() string {
+	if c.Opts.DualStack {
+		return ServiceCIDR.String() + "," + ServiceCIDR6.String()
+	}
+	return ServiceCIDR.String()
 }
 
 // startAPIServer runs kube-apiserver in the fabric namespace with the default (lease) endpoint

@@ -21,6 +21,9 @@ var (
 	ServiceCIDR = netip.MustParsePrefix("100.100.0.0/16")
 	// KubernetesServiceIP is the first address of ServiceCIDR, the default/kubernetes Service.
 	KubernetesServiceIP = netip.MustParseAddr("100.100.0.1")
+	// ServiceCIDR6 is the IPv6 service range, given to the apiserver only with
+	// Options.DualStack.
+	ServiceCIDR6 = netip.MustParsePrefix("2001:db8:2::/112")
 )
 
 // Ports used inside the namespaces (every namespace has its own port space).

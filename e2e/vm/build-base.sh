@@ -29,11 +29,11 @@ log() { echo "vm: $*" >&2; }
 LOAD="crc32c_generic
  ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_sh ip_vs_dh ip_vs_sed ip_vs_nq ip_vs_mh
  nf_conntrack nf_conntrack_netlink nf_nat
- veth bridge br_netfilter dummy vxlan ipip
+ veth bridge br_netfilter dummy vxlan ipip sctp
  ip_set ip_set_hash_ip ip_set_hash_ipport ip_set_hash_ipportip ip_set_hash_ipportnet ip_set_hash_net
  ip_set_hash_netport ip_set_bitmap_port ip_set_list_set
  x_tables xt_set xt_ipvs xt_comment xt_mark xt_MASQUERADE xt_conntrack xt_addrtype xt_nat xt_tcpudp
- xt_statistic xt_physdev xt_multiport xt_recent xt_REDIRECT xt_CT xt_NFLOG xt_connmark nfnetlink_log
+ xt_statistic xt_physdev xt_multiport xt_recent xt_REDIRECT xt_CT xt_NFLOG xt_connmark nfnetlink_log xt_sctp
  ip_tables iptable_nat iptable_filter iptable_mangle iptable_raw ipt_REJECT
  ip6_tables ip6table_nat ip6table_filter ip6table_mangle ip6table_raw ip6t_REJECT
  nf_tables nft_compat nft_chain_nat nft_masq nft_ct nft_nat nft_reject_inet nft_fib_inet nft_fib_ipv4 nft_fib_ipv6"

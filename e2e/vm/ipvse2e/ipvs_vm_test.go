@@ -26,6 +26,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/kproxy/kproxy/e2e/harness"
 )
@@ -39,23 +40,33 @@ const (
 	vmNode    = "kpvm-vm"
 	vmNodeIP  = "192.0.2.15" // the guest's eth0 (run-test.sh -n)
 	vmPodCIDR = "100.64.9.0/24"
-	testNS    = "kpvm-ipvs"
+	// The VM node's IPv6 address and pod CIDR (TESTING.md: underlay 2001:db8:3::/64, pods
+	// 2001:db8:1::/48): with both on its Node, kproxy in the VM programs both families.
+	vmNodeIP6  = "2001:db8:3::15"
+	vmPodCIDR6 = "2001:db8:1:9::/64"
+	testNS     = "kpvm-ipvs"
 	// otherNode is where the EndpointSlices say the pods of 100.64.10.0/24 run: they are in
 	// the VM too (behind a second bridge), but kproxy counts them as remote.
 	otherNode = "kpvm-other"
 	lbIP      = "198.51.100.100" // LoadBalancer ingress (TESTING.md: 198.51.100.0/24)
+	lbSrcIP   = "198.51.100.101" // lb-src's ingress (loadBalancerSourceRanges)
+	lbHCIP    = "198.51.100.102" // lb-hc's ingress (Local, with a local endpoint)
 	extIP     = "203.0.113.10"   // externalIP (203.0.113.0/24)
+	// allowedSrc is the one source lb-src's loadBalancerSourceRanges let in: the guest's
+	// external client (its second address, 198.51.100.21, is refused).
+	allowedSrc = "198.51.100.20/32"
+	vmZone     = "zone-vm" // the VM node's topology.kubernetes.io/zone
 )
 
 // The pods inside the VM (the guest test makes them): p1 and p2 are endpoints of echo from
 // the start, p3 is added when the guest asks (KPVM-STEP add-endpoint), p1 removed on
 // remove-endpoint. r1 and r2 are "on another node".
-var vmPods = []struct{ name, ip, node string }{
-	{"kpvm-p1", "100.64.9.10", vmNode},
-	{"kpvm-p2", "100.64.9.11", vmNode},
-	{"kpvm-p3", "100.64.9.12", vmNode},
-	{"kpvm-r1", "100.64.10.10", otherNode},
-	{"kpvm-r2", "100.64.10.11", otherNode},
+var vmPods = []struct{ name, ip, ip6, node string }{
+	{"kpvm-p1", "100.64.9.10", "2001:db8:1:9::10", vmNode},
+	{"kpvm-p2", "100.64.9.11", "2001:db8:1:9::11", vmNode},
+	{"kpvm-p3", "100.64.9.12", "", vmNode},
+	{"kpvm-r1", "100.64.10.10", "", otherNode},
+	{"kpvm-r2", "100.64.10.11", "", otherNode},
 }
 
 const (
@@ -86,7 +97,7 @@ func TestKProxyIPVSInVMWithRealAPIServer(t *testing.T) {
 	defer cancel()
 	sctx, scancel := context.WithTimeout(ctx, 2*time.Minute)
 	c, err := harness.Start(sctx, harness.Options{
-		Prefix: prefix, Nodes: 1, PodsPerNode: 0, Proxy: harness.ProxyNone,
+		Prefix: prefix, Nodes: 1, PodsPerNode: 0, Proxy: harness.ProxyNone, DualStack: true,
 		K8sBin: k8sBin, EchoBin: bins["echo"],
 		Logf: func(format string, args ...any) { logf("harness: "+format, args...) },
 	})
@@ -133,12 +144,20 @@ func TestKProxyIPVSInVMWithRealAPIServer(t *testing.T) {
 	}
 	logf("apiserver via %s; Node %s (%s, %s); services: %s", fwd, vmNode, vmNodeIP, vmPodCIDR, svcs)
 	echoPorts := []discoveryv1.EndpointPort{harness.EndpointPort("tcp", corev1.ProtocolTCP), harness.EndpointPort("udp", corev1.ProtocolUDP)}
+	udpPorts := []discoveryv1.EndpointPort{harness.EndpointPort("udp", corev1.ProtocolUDP)}
 	steps := map[string]func() error{
 		"add-endpoint": func() error {
 			return c.ApplyEndpointSlice(ctx, harness.EndpointSlice(testNS, "echo", echoPorts, harness.Endpoints(pods(p1, p2, p3)...)))
 		},
 		"remove-endpoint": func() error {
 			return c.ApplyEndpointSlice(ctx, harness.EndpointSlice(testNS, "echo", echoPorts, harness.Endpoints(pods(p2, p3)...)))
+		},
+		// udp-ct's only endpoint, p1 or p2 (the UDP conntrack scenario, in every mode)
+		"udpct-p1": func() error {
+			return c.ApplyEndpointSlice(ctx, harness.EndpointSlice(testNS, "udp-ct", udpPorts, harness.Endpoints(pods(p1)...)))
+		},
+		"udpct-p2": func() error {
+			return c.ApplyEndpointSlice(ctx, harness.EndpointSlice(testNS, "udp-ct", udpPorts, harness.Endpoints(pods(p2)...)))
 		},
 	}
 
@@ -226,17 +245,19 @@ func pods(idx ...int) []*harness.Pod {
 	var out []*harness.Pod
 	for _, i := range idx {
 		p := vmPods[i]
-		out = append(out, &harness.Pod{Name: p.name, Node: &harness.Node{Name: p.node, Zone: "zone-vm"}, IP: netip.MustParseAddr(p.ip)})
+		out = append(out, &harness.Pod{Name: p.name, Node: &harness.Node{Name: p.node, Zone: vmZone}, IP: netip.MustParseAddr(p.ip)})
 	}
 	return out
 }
 
 // vmService is what the guest needs to know of a service (services.json).
 type vmService struct {
-	ClusterIP  string `json:"clusterIP"`
-	NodePort   int32  `json:"nodePort,omitempty"`
-	LBIP       string `json:"lbIP,omitempty"`
-	ExternalIP string `json:"externalIP,omitempty"`
+	ClusterIP           string `json:"clusterIP"`
+	NodePort            int32  `json:"nodePort,omitempty"`
+	LBIP                string `json:"lbIP,omitempty"`
+	ExternalIP          string `json:"externalIP,omitempty"`
+	HealthCheckNodePort int32  `json:"healthCheckNodePort,omitempty"`
+	ClusterIP6          string `json:"clusterIP6,omitempty"` // a dual-stack service's IPv6 ClusterIP
 }
 
 type vmServices map[string]vmService
@@ -245,7 +266,7 @@ func (s vmServices) String() string {
 	var parts []string
 	for _, name := range slices.Sorted(maps.Keys(s)) {
 		v := s[name]
-		parts = append(parts, fmt.Sprintf("%s=%s np=%d lb=%s ext=%s", name, v.ClusterIP, v.NodePort, v.LBIP, v.ExternalIP))
+		parts = append(parts, fmt.Sprintf("%s=%s np=%d lb=%s ext=%s hc=%d v6=%s", name, v.ClusterIP, v.NodePort, v.LBIP, v.ExternalIP, v.HealthCheckNodePort, v.ClusterIP6))
 	}
 	return strings.Join(parts, "; ")
 }
@@ -259,6 +280,14 @@ func (s vmServices) String() string {
 //	np-local    NodePort, Local policy     -> p2, r1
 //	lb-local    LoadBalancer 198.51.100.100, externalIP 203.0.113.10, Local policy -> r1, r2
 //	            (no endpoint on the VM node)
+//	lb-src      LoadBalancer 198.51.100.101, Cluster policy, loadBalancerSourceRanges
+//	            198.51.100.20/32 -> p1, p2
+//	lb-hc       LoadBalancer 198.51.100.102, Local policy -> p1, r1 (one local endpoint)
+//	hints       ClusterIP TCP 80, trafficDistribution PreferClose -> p1 (hinted for zone-vm,
+//	            the VM node's zone), r1 (hinted for zone-other)
+//	sctp        ClusterIP SCTP 80          -> p1, p2
+//	udp-ct      ClusterIP UDP 80           -> p1 (the udpct-* steps make it p1 or p2)
+//	dual        NodePort TCP 80, RequireDualStack -> p1, p2 (an IPv4 and an IPv6 slice)
 func createServices(ctx context.Context, c *harness.Cluster) (vmServices, error) {
 	tcp := []corev1.ServicePort{harness.ServicePort("tcp", corev1.ProtocolTCP, 80)}
 	tcpSlice := []discoveryv1.EndpointPort{harness.EndpointPort("tcp", corev1.ProtocolTCP)}
@@ -266,20 +295,37 @@ func createServices(ctx context.Context, c *harness.Cluster) (vmServices, error)
 		name  string
 		spec  corev1.ServiceSpec
 		ports []discoveryv1.EndpointPort
-		eps   []*harness.Pod
+		eps   []discoveryv1.Endpoint
+		lbIP  string                 // the load-balancer ingress IP the status gets (LoadBalancer only)
+		eps6  []discoveryv1.Endpoint // the IPv6 slice's endpoints (dual-stack only)
 	}{
-		{"echo", corev1.ServiceSpec{Ports: []corev1.ServicePort{harness.ServicePort("tcp", corev1.ProtocolTCP, 80),
+		{name: "echo", spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{harness.ServicePort("tcp", corev1.ProtocolTCP, 80),
 			harness.ServicePort("udp", corev1.ProtocolUDP, 80)}},
-			[]discoveryv1.EndpointPort{harness.EndpointPort("tcp", corev1.ProtocolTCP), harness.EndpointPort("udp", corev1.ProtocolUDP)},
-			pods(p1, p2)},
-		{"empty", corev1.ServiceSpec{Ports: tcp}, nil, nil},
-		{"affinity", corev1.ServiceSpec{Ports: tcp, SessionAffinity: corev1.ServiceAffinityClientIP}, tcpSlice, pods(p1, p2)},
-		{"np-cluster", corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: tcp,
-			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyCluster}, tcpSlice, pods(p1, r1)},
-		{"np-local", corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: tcp,
-			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal}, tcpSlice, pods(p2, r1)},
-		{"lb-local", corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: tcp, ExternalIPs: []string{extIP},
-			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal}, tcpSlice, pods(r1, r2)},
+			ports: []discoveryv1.EndpointPort{harness.EndpointPort("tcp", corev1.ProtocolTCP), harness.EndpointPort("udp", corev1.ProtocolUDP)},
+			eps:   harness.Endpoints(pods(p1, p2)...)},
+		{name: "empty", spec: corev1.ServiceSpec{Ports: tcp}},
+		{name: "affinity", spec: corev1.ServiceSpec{Ports: tcp, SessionAffinity: corev1.ServiceAffinityClientIP}, ports: tcpSlice,
+			eps: harness.Endpoints(pods(p1, p2)...)},
+		{name: "np-cluster", spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: tcp,
+			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyCluster}, ports: tcpSlice, eps: harness.Endpoints(pods(p1, r1)...)},
+		{name: "np-local", spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: tcp,
+			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal}, ports: tcpSlice, eps: harness.Endpoints(pods(p2, r1)...)},
+		{name: "lb-local", spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: tcp, ExternalIPs: []string{extIP},
+			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal}, ports: tcpSlice, eps: harness.Endpoints(pods(r1, r2)...), lbIP: lbIP},
+		{name: "lb-src", spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: tcp,
+			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyCluster, LoadBalancerSourceRanges: []string{allowedSrc}},
+			ports: tcpSlice, eps: harness.Endpoints(pods(p1, p2)...), lbIP: lbSrcIP},
+		{name: "lb-hc", spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Ports: tcp,
+			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal}, ports: tcpSlice, eps: harness.Endpoints(pods(p1, r1)...), lbIP: lbHCIP},
+		{name: "hints", spec: corev1.ServiceSpec{Ports: tcp, TrafficDistribution: ptr.To(corev1.ServiceTrafficDistributionPreferClose)},
+			ports: tcpSlice, eps: withZoneHints(harness.Endpoints(pods(p1, r1)...), vmZone, "zone-other")},
+		{name: "sctp", spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{harness.ServicePort("sctp", corev1.ProtocolSCTP, 80)}},
+			ports: []discoveryv1.EndpointPort{harness.EndpointPort("sctp", corev1.ProtocolSCTP)}, eps: harness.Endpoints(pods(p1, p2)...)},
+		{name: "udp-ct", spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{harness.ServicePort("udp", corev1.ProtocolUDP, 80)}},
+			ports: []discoveryv1.EndpointPort{harness.EndpointPort("udp", corev1.ProtocolUDP)}, eps: harness.Endpoints(pods(p1)...)},
+		{name: "dual", spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: tcp,
+			IPFamilyPolicy: ptr.To(corev1.IPFamilyPolicyRequireDualStack), IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}},
+			ports: tcpSlice, eps: harness.Endpoints(pods(p1, p2)...), eps6: endpointsV6(p1, p2)},
 	}
 	out := vmServices{}
 	for _, d := range defs {
@@ -287,17 +333,27 @@ func createServices(ctx context.Context, c *harness.Cluster) (vmServices, error)
 		if err != nil {
 			return nil, err
 		}
-		if d.spec.Type == corev1.ServiceTypeLoadBalancer {
-			if svc, err = c.SetLoadBalancerIngress(ctx, testNS, d.name, harness.LBIngress(lbIP, corev1.LoadBalancerIPModeVIP)); err != nil {
+		if d.lbIP != "" {
+			if svc, err = c.SetLoadBalancerIngress(ctx, testNS, d.name, harness.LBIngress(d.lbIP, corev1.LoadBalancerIPModeVIP)); err != nil {
 				return nil, err
 			}
 		}
 		if d.eps != nil {
-			if err := c.ApplyEndpointSlice(ctx, harness.EndpointSlice(testNS, d.name, d.ports, harness.Endpoints(d.eps...))); err != nil {
+			if err := c.ApplyEndpointSlice(ctx, harness.EndpointSlice(testNS, d.name, d.ports, d.eps)); err != nil {
 				return nil, err
 			}
 		}
-		v := vmService{ClusterIP: svc.Spec.ClusterIP, NodePort: svc.Spec.Ports[0].NodePort}
+		if d.eps6 != nil {
+			s6 := harness.EndpointSlice(testNS, d.name, d.ports, d.eps6)
+			s6.Name, s6.AddressType = d.name+"-e2e-v6", discoveryv1.AddressTypeIPv6
+			if err := c.ApplyEndpointSlice(ctx, s6); err != nil {
+				return nil, err
+			}
+		}
+		v := vmService{ClusterIP: svc.Spec.ClusterIP, NodePort: svc.Spec.Ports[0].NodePort, HealthCheckNodePort: svc.Spec.HealthCheckNodePort}
+		if len(svc.Spec.ClusterIPs) > 1 {
+			v.ClusterIP6 = svc.Spec.ClusterIPs[1]
+		}
 		if len(svc.Status.LoadBalancer.Ingress) > 0 {
 			v.LBIP = svc.Status.LoadBalancer.Ingress[0].IP
 		}
@@ -307,6 +363,24 @@ func createServices(ctx context.Context, c *harness.Cluster) (vmServices, error)
 		out[d.name] = v
 	}
 	return out, nil
+}
+
+// endpointsV6 are ready endpoints at the pods' IPv6 addresses.
+func endpointsV6(idx ...int) []discoveryv1.Endpoint {
+	eps := harness.Endpoints(pods(idx...)...)
+	for i, j := range idx {
+		eps[i].Addresses = []string{vmPods[j].ip6}
+	}
+	return eps
+}
+
+// withZoneHints sets hints.forZones of endpoint i to zones[i], as the EndpointSlice
+// controller does for a service with trafficDistribution PreferClose.
+func withZoneHints(eps []discoveryv1.Endpoint, zones ...string) []discoveryv1.Endpoint {
+	for i := range eps {
+		eps[i].Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: zones[i]}}}
+	}
+	return eps
 }
 
 func writeJSON(path string, v any) error {
@@ -320,9 +394,9 @@ func writeJSON(path string, v any) error {
 func createVMNode(ctx context.Context, c *harness.Cluster) error {
 	obj := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: vmNode, Labels: map[string]string{
-			"kubernetes.io/hostname": vmNode, "kubernetes.io/os": "linux", "topology.kubernetes.io/zone": "zone-vm",
+			"kubernetes.io/hostname": vmNode, "kubernetes.io/os": "linux", "topology.kubernetes.io/zone": vmZone,
 		}},
-		Spec: corev1.NodeSpec{PodCIDR: vmPodCIDR, PodCIDRs: []string{vmPodCIDR}},
+		Spec: corev1.NodeSpec{PodCIDR: vmPodCIDR, PodCIDRs: []string{vmPodCIDR, vmPodCIDR6}},
 	}
 	created, err := c.Client.CoreV1().Nodes().Create(ctx, obj, metav1.CreateOptions{})
 	if err != nil {
@@ -330,7 +404,8 @@ func createVMNode(ctx context.Context, c *harness.Cluster) error {
 	}
 	now := metav1.Now()
 	created.Status = corev1.NodeStatus{
-		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: vmNodeIP}, {Type: corev1.NodeHostName, Address: vmNode}},
+		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: vmNodeIP}, {Type: corev1.NodeInternalIP, Address: vmNodeIP6},
+			{Type: corev1.NodeHostName, Address: vmNode}},
 		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KproxyE2E",
 			Message: "the IPVS test VM", LastHeartbeatTime: now, LastTransitionTime: now}},
 	}

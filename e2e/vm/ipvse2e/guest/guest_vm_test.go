@@ -37,8 +37,16 @@ func TestKProxyInVMWithRealAPIServer(t *testing.T) {
 		fmt.Printf("KPVM %6.2fs %s\n", time.Since(t0).Seconds(), fmt.Sprintf(format, args...))
 	}}
 	setupNode(t)
+	if e.sctpErr = sctpAvailable(); e.sctpErr == nil {
+		for _, p := range []pod{p1, p2} {
+			if err := startSCTPServer(p.ns, p.ns, 8080); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	plantForeign(t)
-	e.step("node ready: cni0 100.64.9.0/24 (this node), cni1 100.64.10.0/24 (\"kpvm-other\"), external client %s; foreign IPVS service, set and chain planted", extIP)
+	e.step("node ready: cni0 100.64.9.0/24 (this node), cni1 100.64.10.0/24 (\"kpvm-other\"), external client %s (and %s); SCTP echo in %s, %s: %v; foreign IPVS service, set and chain planted",
+		extIP, extIP2, p1.ns, p2.ns, errOrOK(e.sctpErr))
 	t.Cleanup(func() {
 		if t.Failed() {
 			dumpState()
@@ -70,6 +78,9 @@ func TestKProxyInVMWithRealAPIServer(t *testing.T) {
 			return
 		}
 	}
+	if e.kp.mode == "ipvs" && !t.Run("ipvs-flags", e.ipvsFlagScenarios) {
+		return
+	}
 	t.Run("cleanup", e.cleanupScenario)
 }
 
@@ -80,6 +91,10 @@ type env struct {
 	kp      *kproxy
 	echoEPs []string // echo's endpoints now (the host's steps change them)
 	step    func(format string, args ...any)
+	sctpErr error // why the kernel has no SCTP sockets (nil: it has)
+	// excluded is the foreign virtual server in --ipvs-exclude-cidrs, once planted
+	// (ipvsFlagScenarios); kproxy --cleanup is then run with the flag too.
+	excluded bool
 }
 
 // trafficScenarios are the same for every mode.
@@ -148,6 +163,7 @@ func (e *env) trafficScenarios(t *testing.T) {
 		}
 		e.step("sessionAffinity ClientIP %s: client pod -> %v, node -> %v", aff.clusterIP("80"), names, other)
 	})
+	e.featureScenarios(t)
 }
 
 // etpLocalScenarios: lb-local has externalTrafficPolicy=Local and no endpoint on this node.
@@ -191,7 +207,9 @@ func (e *env) ipvsScenarios(t *testing.T) {
 		all := out("ipvsadm", "-Ln")
 		fmt.Printf("KPVM ipvsadm -Ln:\n%s", all)
 		for _, vs := range []string{"TCP  " + echo.clusterIP("80"), "UDP  " + echo.clusterIP("80"),
-			"TCP  " + lb.LBIP + ":80", "TCP  " + lb.ExternalIP + ":80", "TCP  " + lb.nodePort()} {
+			"TCP  " + lb.LBIP + ":80", "TCP  " + lb.ExternalIP + ":80", "TCP  " + lb.nodePort(),
+			"TCP  " + e.svcs["lb-src"].LBIP + ":80", "TCP  " + e.svcs["lb-hc"].LBIP + ":80", "SCTP " + e.svcs["sctp"].clusterIP("80"),
+			"TCP  " + e.svcs["dual"].clusterIP6("80"), "TCP  " + e.svcs["dual"].nodePort6()} {
 			if n := strings.Count(all, vs+" "); n != 1 {
 				t.Errorf("ipvsadm -Ln: %d virtual servers %q, want 1", n, vs)
 			}
@@ -208,24 +226,29 @@ func (e *env) ipvsScenarios(t *testing.T) {
 	})
 	t.Run("IPVS/KubeIPVS0HoldsTheServiceIPs", func(t *testing.T) {
 		a := out("ip", "-4", "-o", "addr", "show", "dev", "kube-ipvs0")
+		want := 1 // default/kubernetes's ClusterIP
 		for name, s := range e.svcs {
-			if !strings.Contains(a, " "+s.ClusterIP+"/32") {
-				t.Errorf("kube-ipvs0 lacks %s's %s", name, s.ClusterIP)
-			}
-		}
-		for _, ip := range []string{lb.LBIP, lb.ExternalIP} {
-			if !strings.Contains(a, " "+ip+"/32") {
-				t.Errorf("kube-ipvs0 lacks %s", ip)
+			for _, ip := range []string{s.ClusterIP, s.LBIP, s.ExternalIP} {
+				if ip == "" {
+					continue
+				}
+				want++
+				if !strings.Contains(a, " "+ip+"/32") {
+					t.Errorf("kube-ipvs0 lacks %s's %s", name, ip)
+				}
 			}
 		}
 		if strings.Contains(a, " "+nodeIP+"/") {
 			t.Errorf("kube-ipvs0 holds the node IP:\n%s", a)
 		}
-		// our services' ClusterIPs, the LB IP, the externalIP, default/kubernetes's ClusterIP
-		if n := strings.Count(a, "\n"); n != len(e.svcs)+3 {
-			t.Errorf("kube-ipvs0 has %d addresses, want %d:\n%s", n, len(e.svcs)+3, a)
+		if a6 := out("ip", "-6", "-o", "addr", "show", "dev", "kube-ipvs0"); !strings.Contains(a6, " "+e.svcs["dual"].ClusterIP6+"/128") {
+			t.Errorf("kube-ipvs0 lacks dual's IPv6 ClusterIP %s:\n%s", e.svcs["dual"].ClusterIP6, a6)
+		}
+		if n := strings.Count(a, "\n"); n != want {
+			t.Errorf("kube-ipvs0 has %d addresses, want %d:\n%s", n, want, a)
 		}
 	})
+	t.Run("IPVS/InspectFlagsARealServerDeletedByHand", e.inspectScenario)
 	t.Run("IPVS/ForeignObjectsUntouched", func(t *testing.T) { checkForeign(t) })
 	t.Run("IPVS/Metrics", func(t *testing.T) {
 		m := scrape(t)
@@ -236,6 +259,8 @@ func (e *env) ipvsScenarios(t *testing.T) {
 			{`kubeproxy_sync_proxy_rules_duration_seconds_count\{ip_family="IPv4"\} (\S+)`, 1},
 			{`kubeproxy_sync_proxy_rules_ipvs_virtual_servers\{ip_family="IPv4"\} (\S+)`, 10},
 			{`kubeproxy_sync_proxy_rules_ipvs_real_servers\{ip_family="IPv4"\} (\S+)`, 2},
+			// the IPv6 stack (dual's ClusterIP and node port) has metrics of its own
+			{`kubeproxy_sync_proxy_rules_ipvs_virtual_servers\{ip_family="IPv6"\} (\S+)`, 2},
 			{`kubeproxy_sync_proxy_rules_no_local_endpoints_total\{ip_family="IPv4",traffic_policy="external"\} (\S+)`, 1},
 			{`kubeproxy_sync_proxy_rules_iptables_total\{ip_family="IPv4",table="nat"\} (\S+)`, 10},
 		} {
@@ -349,13 +374,15 @@ func (e *env) reliabilityScenarios(t *testing.T) {
 		e.kp.kill()
 		start := time.Now()
 		e.kp = startKProxy(t, e.root, mode)
-		synced := waitForSyncLog(t, e.kp)
+		synced := waitForSyncLogs(t, e.kp, 2) // one per family: the node is dual-stack
 		after := kernelState()
 		if before != after {
 			t.Errorf("the kernel state changed across the restart:\n%s", diffLines(before, after))
 		}
-		if n := writes(synced); n != 0 {
-			t.Errorf("first sync after the restart wrote %d objects: %s", n, synced)
+		for _, line := range synced {
+			if n := writes(line); n != 0 {
+				t.Errorf("first sync after the restart wrote %d objects: %s", n, line)
+			}
 		}
 		for i := 0; i < 3; i++ {
 			if got, err := held.ping(); err != nil || got != name {
@@ -363,8 +390,8 @@ func (e *env) reliabilityScenarios(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		e.step("kproxy SIGKILLed and restarted (healthy %dms later): first sync %s; kernel state identical (%d lines: ipvsadm -Sn, ipset save, iptables-save, kube-ipvs0); held connection to %s still answers",
-			time.Since(start).Milliseconds(), strings.TrimSpace(synced), strings.Count(before, "\n"), name)
+		e.step("kproxy SIGKILLed and restarted (healthy %dms later): first syncs %s; kernel state identical (%d lines: ipvsadm -Sn, ipset save, iptables-save, ip6tables-save, kube-ipvs0); held connection to %s still answers",
+			time.Since(start).Milliseconds(), strings.Join(synced, "; "), strings.Count(before, "\n"), name)
 	})
 	if e.kp.mode != "ipvs" {
 		return
@@ -379,6 +406,21 @@ func (e *env) reliabilityScenarios(t *testing.T) {
 			return err
 		})
 		e.step("ipvsadm -D -t %s: back with %d real servers after %dms (sync period 5 s)", vip, len(e.echoEPs), d.Milliseconds())
+	})
+	t.Run("Tamper/RealServerDeletedByHand", func(t *testing.T) {
+		rss := realServers("-t", vip)
+		if len(rss) == 0 {
+			t.Fatalf("%s has no real server", vip)
+		}
+		rs := rss[len(rss)-1]
+		sh(t, "ipvsadm", "-d", "-t", vip, "-r", rs)
+		d := waitFor(t, 15*time.Second, "real server "+rs+" of "+vip+" back", func() error {
+			if got := realServers("-t", vip); !slices.Contains(got, rs) {
+				return fmt.Errorf("real servers %v", got)
+			}
+			return nil
+		})
+		e.step("ipvsadm -d -t %s -r %s: back after %dms (sync period 5 s)", vip, rs, d.Milliseconds())
 	})
 	t.Run("Tamper/SetFlushedByHand", func(t *testing.T) {
 		entries := func() int { return strings.Count(out("ipset", "list", "KUBE-CLUSTER-IP"), "\n100.100.") }
@@ -425,18 +467,26 @@ func (e *env) switchMode(t *testing.T, mode string) {
 // foreign ones.
 func (e *env) cleanupScenario(t *testing.T) {
 	e.kp.kill()
-	o, err := runOut("/kproxy/kproxy", "--cleanup", "-v=2")
+	args := []string{"--cleanup", "-v=2"}
+	if e.excluded {
+		args = append(args, "--ipvs-exclude-cidrs="+excludedCIDR)
+	}
+	o, err := runOut("/kproxy/kproxy", args...)
 	if err != nil {
 		t.Fatalf("kproxy --cleanup: %v\n%s", err, o)
 	}
-	fmt.Printf("KPVM kproxy --cleanup:\n%s", o)
+	fmt.Printf("KPVM kproxy %s:\n%s", strings.Join(args, " "), o)
 	for _, mode := range []string{"ipvs", "iptables"} {
 		if err := leftovers(mode, e.svcs); err != nil {
 			t.Error(err)
 		}
 	}
-	if a := out("ip", "link", "show", "kube-ipvs0"); !strings.Contains(a, "does not exist") {
+	a := out("ip", "-4", "-o", "addr", "show", "dev", "kube-ipvs0")
+	switch {
+	case !e.excluded && !strings.Contains(a, "does not exist"):
 		t.Errorf("kube-ipvs0 still there:\n%s", a)
+	case e.excluded && (strings.Count(a, "\n") != 1 || !strings.Contains(a, " "+excludedIP+"/32")):
+		t.Errorf("kube-ipvs0 after --cleanup --ipvs-exclude-cidrs=%s: want only %s:\n%s", excludedCIDR, excludedIP, a)
 	}
 	if sets := strings.Fields(out("ipset", "list", "-n")); !slices.Equal(sets, []string{foreignSet}) {
 		t.Errorf("sets after --cleanup: %v, want only %s", sets, foreignSet)
@@ -445,7 +495,11 @@ func (e *env) cleanupScenario(t *testing.T) {
 		t.Errorf("chains of kproxy's left: %v", chains)
 	}
 	checkForeign(t)
-	e.step("kproxy --cleanup: no virtual server, set, chain or kube-ipvs0 of kproxy's left; the foreign IPVS service, set and chain kept\nipvsadm -Ln:\n%s", out("ipvsadm", "-Ln"))
+	if e.excluded {
+		checkExcluded(t)
+	}
+	e.step("kproxy %s: no virtual server, set, chain or kube-ipvs0 address of kproxy's left; the foreign IPVS services, set and chain kept\nipvsadm -Ln:\n%s",
+		strings.Join(args, " "), out("ipvsadm", "-Ln"))
 }
 
 // The foreign objects: another program's IPVS service (with a real server of weight 3),
@@ -488,12 +542,15 @@ func leftovers(mode string, svcs map[string]service) error {
 	switch mode {
 	case "ipvs":
 		for _, line := range strings.Split(out("ipvsadm", "-Sn"), "\n") {
-			if strings.HasPrefix(line, "-A ") && !strings.Contains(line, foreignVS) {
+			if strings.HasPrefix(line, "-A ") && !strings.Contains(line, foreignVS) && !strings.Contains(line, excludedVS) {
 				left = append(left, line)
 			}
 		}
-		if a := out("ip", "-o", "addr", "show", "dev", "kube-ipvs0"); strings.Contains(a, "inet") {
-			left = append(left, "kube-ipvs0 addresses")
+		for _, line := range strings.Split(out("ip", "-o", "addr", "show", "dev", "kube-ipvs0"), "\n") {
+			if strings.Contains(line, "inet") && !strings.Contains(line, " "+excludedIP+"/32") {
+				left = append(left, "kube-ipvs0 addresses")
+				break
+			}
 		}
 		for _, s := range strings.Fields(out("ipset", "list", "-n")) {
 			if strings.HasPrefix(s, "KUBE-") {
@@ -501,12 +558,12 @@ func leftovers(mode string, svcs map[string]service) error {
 			}
 		}
 		for _, c := range []string{"KUBE-IPVS-FILTER", "KUBE-LOAD-BALANCER", "KPROXY-EXT-SHORTCUT"} {
-			if strings.Contains(out("iptables-save"), ":"+c+" ") {
+			if strings.Contains(saveBoth(), ":"+c+" ") {
 				left = append(left, "chain "+c)
 			}
 		}
 	case "iptables":
-		for _, line := range strings.Split(out("iptables-save"), "\n") {
+		for _, line := range strings.Split(saveBoth(), "\n") {
 			for _, prefix := range []string{":KUBE-SVC-", ":KUBE-SEP-", ":KUBE-EXT-", ":KUBE-NODEPORTS ", ":KUBE-EXTERNAL-SERVICES "} {
 				if strings.HasPrefix(line, prefix) {
 					left = append(left, strings.Fields(line)[0])
@@ -520,10 +577,14 @@ func leftovers(mode string, svcs map[string]service) error {
 	return nil
 }
 
-// ourChains lists the chains of kproxy's (KUBE-, KPROXY-) in iptables-save, but kubelet's.
+// saveBoth is iptables-save's and ip6tables-save's output.
+func saveBoth() string { return out("iptables-save") + out("ip6tables-save") }
+
+// ourChains lists the chains of kproxy's (KUBE-, KPROXY-) in iptables-save and
+// ip6tables-save, but kubelet's.
 func ourChains() []string {
 	var chains []string
-	for _, line := range strings.Split(out("iptables-save"), "\n") {
+	for _, line := range strings.Split(saveBoth(), "\n") {
 		if c, ok := strings.CutPrefix(line, ":"); ok && (strings.HasPrefix(c, "KUBE-") || strings.HasPrefix(c, "KPROXY-")) &&
 			!strings.HasPrefix(c, "KUBE-FIREWALL ") && !strings.HasPrefix(c, "KUBE-KUBELET-CANARY ") {
 			chains = append(chains, strings.Fields(c)[0])
@@ -533,7 +594,7 @@ func ourChains() []string {
 }
 
 // kernelState is what a restart must not change: the IPVS table (without counters), the
-// sets, the rules (without counters), kube-ipvs0's addresses.
+// sets, the rules of both families (without counters), kube-ipvs0's addresses.
 func kernelState() string {
 	var b strings.Builder
 	b.WriteString(out("ipvsadm", "-Sn"))
@@ -541,7 +602,7 @@ func kernelState() string {
 	slices.Sort(sets)
 	b.WriteString(strings.Join(sets, "\n") + "\n")
 	counters := regexp.MustCompile(`\[\d+:\d+\]`)
-	for _, line := range strings.Split(out("iptables-save"), "\n") {
+	for _, line := range strings.Split(saveBoth(), "\n") {
 		if !strings.HasPrefix(line, "#") {
 			b.WriteString(counters.ReplaceAllString(line, "") + "\n")
 		}
@@ -569,18 +630,18 @@ func diffLines(a, b string) string {
 var syncLogRE = regexp.MustCompile(`"Synced (IPVS|iptables) rules".*`)
 var writesRE = regexp.MustCompile(`(?:writes|restores)=(\d+)`)
 
-// waitForSyncLog waits for the first sync summary of k and returns it.
-func waitForSyncLog(t *testing.T, k *kproxy) string {
+// waitForSyncLogs waits for the first n sync summaries of k and returns them.
+func waitForSyncLogs(t *testing.T, k *kproxy, n int) []string {
 	t.Helper()
-	var line string
-	waitFor(t, 30*time.Second, "a sync summary in kproxy's log", func() error {
-		line = syncLogRE.FindString(k.log.String())
-		if line == "" {
-			return fmt.Errorf("none yet")
+	var lines []string
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d sync summaries in kproxy's log", n), func() error {
+		lines = syncLogRE.FindAllString(k.log.String(), n)
+		if len(lines) < n {
+			return fmt.Errorf("%d so far", len(lines))
 		}
 		return nil
 	})
-	return line
+	return lines
 }
 
 // writes is the writes=N (IPVS mode) or restores=N (iptables mode) of a sync summary (-1

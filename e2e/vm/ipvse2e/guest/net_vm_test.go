@@ -44,9 +44,35 @@ func inNS(ns string, fn func() error) error {
 // forgets it within 10 s (its CLOSE state) rather than 2 minutes (TIME_WAIT): graceful
 // termination waits for every connection of a removed real server.
 func request(ns, proto, addr string) (reply, error) {
+	if proto == "sctp" {
+		return sctpRequest(ns, addr)
+	}
+	return requestFrom(ns, proto, addr, from{})
+}
+
+// from is a client's source address: IP "" and port 0 leave the choice to the kernel.
+type from struct {
+	ip   string
+	port int
+}
+
+func (f from) addr(proto string) net.Addr {
+	if f == (from{}) {
+		return nil
+	}
+	ip := net.ParseIP(f.ip)
+	if proto == "udp" {
+		return &net.UDPAddr{IP: ip, Port: f.port}
+	}
+	return &net.TCPAddr{IP: ip, Port: f.port}
+}
+
+// requestFrom is request (TCP or UDP) from a given source address.
+func requestFrom(ns, proto, addr string, src from) (reply, error) {
 	var r reply
 	err := inNS(ns, func() error {
-		c, err := net.DialTimeout(proto, addr, 2*time.Second)
+		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: src.addr(proto)}
+		c, err := d.Dial(proto, addr)
 		if err != nil {
 			return err
 		}
@@ -72,9 +98,18 @@ func request(ns, proto, addr string) (reply, error) {
 		return nil
 	})
 	if err != nil {
+		if src != (from{}) {
+			return r, fmt.Errorf("%s %s from %s (%s:%d): %w", proto, addr, nsName(ns), src.ip, src.port, err)
+		}
 		return r, fmt.Errorf("%s %s from %s: %w", proto, addr, nsName(ns), err)
 	}
 	return r, nil
+}
+
+// timedOut reports whether err is a timeout (a dropped packet), not a refusal.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func nsName(ns string) string {
