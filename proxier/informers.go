@@ -109,7 +109,7 @@ func (f *Feed) Start(ctx context.Context) error {
 		}))
 
 	svcInformer := factory.Core().V1().Services().Informer()
-	if _, err := svcInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	svcReg, err := svcInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			if s, ok := obj.(*v1.Service); ok {
 				f.Tracker.OnServiceAdd(s)
@@ -130,11 +130,12 @@ func (f *Feed) Start(ctx context.Context) error {
 				f.Request()
 			}
 		},
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("add service handler: %w", err)
 	}
 	sliceInformer := factory.Discovery().V1().EndpointSlices().Informer()
-	if _, err := sliceInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	sliceReg, err := sliceInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			if s, ok := obj.(*discovery.EndpointSlice); ok {
 				f.Tracker.OnEndpointSliceAdd(s)
@@ -155,24 +156,30 @@ func (f *Feed) Start(ctx context.Context) error {
 				f.Request()
 			}
 		},
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("add endpointslice handler: %w", err)
 	}
 	nodeInformer := nodeFactory.Core().V1().Nodes().Informer()
-	if _, err := nodeInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	nodeReg, err := nodeInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { f.onNode(obj) },
 		UpdateFunc: func(_, cur any) { f.onNode(cur) },
 		DeleteFunc: func(any) {
 			f.Health.SetNodeEligible(false)
 		},
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("add node handler: %w", err)
 	}
 
 	factory.Start(ctx.Done())
 	nodeFactory.Start(ctx.Done())
 	start := time.Now()
-	if !cache.WaitForCacheSync(ctx.Done(), svcInformer.HasSynced, sliceInformer.HasSynced, nodeInformer.HasSynced) {
+	// The handlers' HasSynced, not the informers': an informer has synced once its store
+	// holds the initial list, its handler only once every item of that list has been
+	// delivered. Waiting for the informers let the first (full) sync see part of the
+	// services and delete the chains of the others until the next sync.
+	if !cache.WaitForCacheSync(ctx.Done(), svcReg.HasSynced, sliceReg.HasSynced, nodeReg.HasSynced) {
 		return fmt.Errorf("informer caches did not sync: %w", ctx.Err())
 	}
 	logger.Info("Informer caches synced", "elapsed", time.Since(start))

@@ -48,9 +48,20 @@
 // (ready, else serving-terminating; topology hints; Local = this node's). Past 1,000
 // endpoints the per-endpoint rules lose their comments, as upstream's large-cluster mode.
 //
-// A sync (Proxier.Apply): render the whole desired state (pure, cheap), canonicalise it to
-// iptables-save's form, compare it chain by chain with what is in the kernel, and write only
-// the chains that differ plus the deletion of stale per-service chains (writer.go). A change
+// A sync (Proxier.Apply): render the desired state, canonicalise it to iptables-save's form,
+// compare it chain by chain with what is in the kernel, and write only the chains that differ
+// plus the deletion of stale per-service chains (writer.go). Rendering is per service port
+// (render_service.go: its rules in the shared chains and its own chains, a portRules) and
+// the proxier keeps each port's rendered, canonicalised rules between syncs (cache.go): a
+// sync renders again only the ports of the services in the snapshot's Changed set (or whose
+// values are not the ones they were rendered from), reassembles the shared chains only when
+// one of those ports' rules in them changed, and a partial sync compares only the shared
+// chains and the re-rendered ports' chains. So a partial sync costs one pass of two map
+// lookups per service port plus work proportional to the changed services (at 10,000
+// services × 5 endpoints, 2 ms for one changed service against 470 ms when everything was
+// rendered on every sync; BenchmarkPartialSync). A full sync (start, hourly, after a
+// failure) renders everything from scratch; what it writes is byte for byte what Render
+// gives (TestPartialSyncMatchesScratch). A change
 // of up to Config.BatchServices (100) services is one restore; a larger one is split into
 // restores of whole services (their chains before the shared chains that jump to them), then
 // the shared chains, then the deletions, because iptables-nft's restore time grows much faster
@@ -61,10 +72,11 @@
 // (nothing changed: the periodic tick every --iptables-sync-period) read the nat and filter
 // tables with iptables-save, so a rule, chain or base jump deleted by hand comes back within
 // one sync period, and a restarted proxier with nothing changed writes nothing. A partial
-// sync (some services changed) trusts what the last sync left, after checking the
-// KUBE-PROXY-CANARY chains (a flush of the table makes it full). The idle check costs one
-// iptables-save of each table plus a render and compare (measured in
-// bench/results/*-iptables-writer.md).
+// sync (some services changed) trusts what the last sync left, and checks the
+// KUBE-PROXY-CANARY chains after its restore: a flush of the tables makes it go on with a
+// full sync at once, and the check's two execs are not on the path from a change to the
+// kernel. The idle check costs one iptables-save of each table plus a render and compare
+// (measured in bench/results/*-iptables-writer.md).
 //
 // This package owns, in the nat table, KUBE-SERVICES, KUBE-NODEPORTS, KUBE-MARK-MASQ,
 // KUBE-POSTROUTING and the per-service chains (KUBE-SVC-, KUBE-SVL-, KUBE-EXT-, KUBE-FW-,

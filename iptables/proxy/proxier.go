@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -51,8 +52,9 @@ type Proxier struct {
 	// known is what the owned chains hold in the kernel, as far as the proxier knows; nil
 	// until a full sync read it, and after a failure.
 	known chainState
-	// canon caches the canonical form of each rendered rule ("table rule text" keys).
-	canon map[string]string
+	// cache holds each service port's rendered rules between syncs; a full sync starts it
+	// afresh.
+	cache *portCache
 
 	mu     sync.Mutex
 	counts RuleCounts
@@ -62,7 +64,7 @@ type Proxier struct {
 // NewProxier returns an iptables mode backend writing through ipt. It does nothing until the
 // first Apply.
 func NewProxier(ipt iptables.Interface, cfg Config) *Proxier {
-	return &Proxier{ipt: ipt, cfg: cfg, canon: map[string]string{}}
+	return &Proxier{ipt: ipt, cfg: cfg, cache: newPortCache()}
 }
 
 // Mode returns "iptables".
@@ -98,38 +100,73 @@ const (
 
 // Apply brings the owned chains to the state snap describes, writing only what differs from
 // the kernel (see the package documentation). A full sync, and a partial one with nothing
-// changed, read the kernel's tables first; a partial sync trusts what the proxier knows,
-// unless a canary chain disappeared.
+// changed, read the kernel's tables first and compare every chain; a partial sync trusts what
+// the proxier knows and compares only the shared chains and the chains of the service ports
+// it rendered again. After a partial sync's restore the canary chains are checked: when one
+// disappeared (someone flushed the tables), a full sync follows at once. Checking after the
+// restore keeps the two iptables execs of the check off the path from a change to the
+// kernel; a partial restore into flushed tables fails (its chains jump to chains that are
+// gone) or is rewritten by the full sync, and does not count as a failure.
 func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, full bool) error {
+	kind := p.chooseKind(full, len(snap.Changed) == 0)
+	err := p.sync(ctx, snap, node, kind)
+	if kind == syncPartial {
+		if gone, cerr := p.canaryGone(ctx); cerr != nil || gone {
+			klog.FromContext(ctx).V(2).Info("Canary chain missing or unreadable: doing a full sync", "err", cerr, "partialSyncErr", err)
+			kind = syncFull
+			err = p.sync(ctx, snap, node, kind)
+		}
+	}
+	if err != nil {
+		return p.fail(err, kind)
+	}
+	return nil
+}
+
+// sync is one sync of the given kind.
+func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, kind syncKind) error {
 	logger := klog.FromContext(ctx)
 	start := time.Now()
-	kind := p.chooseKind(ctx, full, len(snap.Changed) == 0)
 	if kind != syncPartial {
 		if err := p.refreshKnown(ctx); err != nil {
-			return p.fail(err, kind)
+			return err
 		}
+	}
+	if kind == syncFull {
+		p.cache = newPortCache()
 	}
 	in := Input{Services: snap.Services, Endpoints: snap.Endpoints, Node: node, Config: p.cfg}
 	if len(p.cfg.NodePortAddresses) > 0 {
 		ips, err := p.nodePortIPs()
 		if err != nil {
-			return p.fail(err, kind)
+			return err
 		}
 		in.NodePortIPs = ips
 	}
-	rules := Render(in)
-	desired := p.canonical(rules)
-	w := planWrite(p.known, desired, rules, p.cfg.batchServices())
+	changes, r := p.cache.update(in, snap.Changed)
+	rules, counts := p.cache.rules(r, in.NodePortIPs, kind != syncPartial)
+	var w writePlan
+	var desired chainState
+	if kind == syncPartial {
+		chains, gone := changedChains(changes)
+		w = planWrite(p.known, slices.Concat(rules.NAT, chains), rules.Filter, p.knownChains(gone), p.cfg.batchServices())
+	} else {
+		desired = stateOf(rules)
+		w = planWrite(p.known, rules.NAT, rules.Filter, staleChains(p.known, desired), p.cfg.batchServices())
+	}
 	for i, tx := range w.restores {
 		data := tx.Bytes()
 		logger.V(9).Info("Restoring iptables rules", "restore", i+1, "of", len(w.restores), "payload", string(data))
 		p.count(func(s *SyncStats) { s.Restores++ })
 		if err := p.ipt.Restore(ctx, data); err != nil {
-			return p.fail(fmt.Errorf("restore iptables rules (%d of %d): %w", i+1, len(w.restores), err), kind)
+			return fmt.Errorf("restore iptables rules (%d of %d): %w", i+1, len(w.restores), err)
 		}
 	}
-	p.known = desired
-	counts := countRules(rules)
+	if kind == syncPartial {
+		w.record(p.known)
+	} else {
+		p.known = desired
+	}
 	p.mu.Lock()
 	p.counts = counts
 	if kind == syncVerify {
@@ -140,25 +177,21 @@ func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpo
 	}
 	p.mu.Unlock()
 	logger.V(2).Info("Synced iptables rules", "sync", kind, "servicePorts", rules.ServicePorts,
-		"endpoints", rules.Endpoints, "natRules", counts.NATRules, "natChains", counts.NATChains,
-		"filterRules", counts.FilterRules, "restores", len(w.restores), "chainsWritten", w.chainsWritten,
-		"rulesWritten", w.rulesWritten, "chainsDeleted", w.chainsDeleted, "elapsed", time.Since(start))
+		"endpoints", rules.Endpoints, "renderedPorts", len(changes), "natRules", counts.NATRules,
+		"natChains", counts.NATChains, "filterRules", counts.FilterRules, "restores", len(w.restores),
+		"chainsWritten", w.chainsWritten, "rulesWritten", w.rulesWritten, "chainsDeleted", w.chainsDeleted,
+		"elapsed", time.Since(start))
 	return nil
 }
 
 // chooseKind decides how much of the kernel the sync reads. It goes full when the proxier
-// knows nothing (the first sync, after a failure) or a canary chain disappeared.
-func (p *Proxier) chooseKind(ctx context.Context, full, idle bool) syncKind {
+// knows nothing (the first sync, after a failure).
+func (p *Proxier) chooseKind(full, idle bool) syncKind {
 	switch {
 	case full || p.known == nil:
 		return syncFull
 	case idle:
 		return syncVerify
-	}
-	gone, err := p.canaryGone(ctx)
-	if err != nil || gone {
-		klog.FromContext(ctx).V(2).Info("Canary chain missing or unreadable: doing a full sync", "err", err)
-		return syncFull
 	}
 	return syncPartial
 }
@@ -238,51 +271,64 @@ func processAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-// canonical returns the rules as iptables-save would print them. A rule that cannot be
-// canonicalised keeps its own text: it will differ from the kernel's, so its chain is always
-// rewritten, and the kernel judges it.
-func (p *Proxier) canonical(rules Rules) chainState {
-	next := make(map[string]string, len(p.canon))
-	state := chainState{}
-	for table, chains := range rules.byTable() {
-		state[table] = make(map[iptables.Chain][]string, len(chains))
+// canonicalRules returns a function that gives a rule as iptables-save prints it, or its own
+// text when it cannot be canonicalised (see canonicaliseChain).
+func canonicalRules(fam iptables.Family) func(iptables.Table, iptables.Rule) string {
+	return func(table iptables.Table, r iptables.Rule) string {
+		text, err := iptables.CanonicalRule(fam, table, r...)
+		if err != nil {
+			return r.String()
+		}
+		return text
+	}
+}
+
+// renderCanonical renders in from scratch, every rule canonicalised: what a fresh proxier's
+// full sync compares with the kernel.
+func renderCanonical(in Input) Rules {
+	c := newPortCache()
+	_, r := c.update(in, nil)
+	rules, _ := c.rules(r, in.NodePortIPs, true)
+	return rules
+}
+
+// FirstSyncRestores returns the iptables-restore inputs, in order, that a proxier's first
+// sync writes for in into tables that hold none of its chains: every chain, Config.BatchServices
+// services per restore, then the shared chains (see planWrite). For benchmarks: the floor
+// under a cold start.
+func FirstSyncRestores(in Input) [][]byte {
+	rules := renderCanonical(in)
+	w := planWrite(chainState{}, rules.NAT, rules.Filter, nil, in.Config.batchServices())
+	out := make([][]byte, 0, len(w.restores))
+	for _, tx := range w.restores {
+		out = append(out, tx.Bytes())
+	}
+	return out
+}
+
+// stateOf is the canonical content of every chain of r (assembled with lines).
+func stateOf(r Rules) chainState {
+	s := chainState{}
+	for table, chains := range r.byTable() {
+		s[table] = make(map[iptables.Chain][]string, len(chains))
 		for _, c := range chains {
-			lines := make([]string, 0, len(c.Rules))
-			for _, r := range c.Rules {
-				key := string(table) + " " + r.String()
-				text, ok := p.canon[key]
-				if !ok {
-					var err error
-					if text, err = iptables.CanonicalRule(p.cfg.Family, table, r...); err != nil {
-						text = r.String()
-					}
-				}
-				next[key] = text
-				lines = append(lines, text)
-			}
-			state[table][c.Chain] = lines
+			s[table][c.Chain] = c.lines
 		}
 	}
-	p.canon = next
-	return state
+	return s
+}
+
+// knownChains are the nat chains of list that the kernel holds, as far as the proxier knows.
+func (p *Proxier) knownChains(list []iptables.Chain) []iptables.Chain {
+	var out []iptables.Chain
+	for _, c := range list {
+		if _, ok := p.known[iptables.TableNAT][c]; ok {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func (r Rules) byTable() map[iptables.Table][]ChainRules {
 	return map[iptables.Table][]ChainRules{iptables.TableFilter: r.Filter, iptables.TableNAT: r.NAT}
-}
-
-func countRules(r Rules) RuleCounts {
-	c := RuleCounts{
-		NoLocalEndpointsInternal: r.NoLocalEndpointsInternal,
-		NoLocalEndpointsExternal: r.NoLocalEndpointsExternal,
-		LargeCluster:             r.LargeCluster,
-	}
-	for _, ch := range r.NAT {
-		c.NATRules += len(ch.Rules)
-	}
-	for _, ch := range r.Filter {
-		c.FilterRules += len(ch.Rules)
-	}
-	c.NATChains, c.FilterChains = len(r.NAT), len(r.Filter)
-	return c
 }

@@ -365,6 +365,44 @@ func TestRecoversFromFlush(t *testing.T) {
 	if diff := cmp.Diff(want, h.fake.Dump()); diff != "" {
 		t.Errorf("state after recovery (-want +got):\n%s", diff)
 	}
+	if st := h.proxy.Stats(); st.RestoreFailures != 0 {
+		t.Errorf("the partial restore into flushed tables counted as a failure: %+v", st)
+	}
+}
+
+// callLog records the order of the kernel calls.
+type callLog struct {
+	*iptables.Fake
+	calls []string
+}
+
+func (c *callLog) Restore(ctx context.Context, data []byte) error {
+	c.calls = append(c.calls, "restore")
+	return c.Fake.Restore(ctx, data)
+}
+
+func (c *callLog) EnsureChain(ctx context.Context, table iptables.Table, chain iptables.Chain) (bool, error) {
+	c.calls = append(c.calls, "ensure "+string(chain))
+	return c.Fake.EnsureChain(ctx, table, chain)
+}
+
+// A partial sync runs its restore first and checks the canaries after: the check is not on
+// the path from a change to the kernel.
+func TestPartialSyncChecksCanariesAfterRestore(t *testing.T) {
+	log := &callLog{Fake: iptables.NewFake(iptables.IPv4)}
+	p := NewProxier(log, Config{ClusterCIDR: clusterCIDR})
+	ctx := context.Background()
+	if err := p.Apply(ctx, oneService().changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	log.calls = nil
+	if err := p.Apply(ctx, threeEndpoints().changedSnapshot(), testNode, false); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"restore", "ensure KUBE-PROXY-CANARY", "ensure KUBE-PROXY-CANARY"}
+	if diff := cmp.Diff(want, log.calls); diff != "" {
+		t.Errorf("calls (-want +got):\n%s", diff)
+	}
 }
 
 // failingRestore makes the next Restore fail without touching the fake.

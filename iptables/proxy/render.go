@@ -1,7 +1,7 @@
 package proxy
 
 import (
-	"cmp"
+	"iter"
 	"net/netip"
 	"slices"
 
@@ -51,6 +51,9 @@ type ChainRules struct {
 	// Service is the service a per-service chain (KUBE-SVC-, KUBE-SVL-, KUBE-EXT-, KUBE-FW-,
 	// KUBE-SEP-) belongs to; zero for the shared chains.
 	Service types.NamespacedName
+	// lines are the rules as iptables-save prints them, one per rule; nil when not
+	// canonicalised (Render leaves them out, the proxier fills them in).
+	lines []string
 }
 
 const (
@@ -58,59 +61,184 @@ const (
 	commentSNAT      = "kubernetes service traffic requiring SNAT"
 )
 
-// renderer accumulates the rules of one Render call.
+// sharedSlot is a shared chain that service ports add rules to.
+type sharedSlot int
+
+const (
+	slotNATServices     sharedSlot = iota // nat KUBE-SERVICES
+	slotNATNodePorts                      // nat KUBE-NODEPORTS
+	slotFilterServices                    // filter KUBE-SERVICES
+	slotFilterExternal                    // filter KUBE-EXTERNAL-SERVICES
+	slotFilterNodePorts                   // filter KUBE-NODEPORTS
+	slotFilterFirewall                    // filter KUBE-PROXY-FIREWALL
+	numSharedSlots
+)
+
+var slotTables = [numSharedSlots]iptables.Table{iptables.TableNAT, iptables.TableNAT,
+	iptables.TableFilter, iptables.TableFilter, iptables.TableFilter, iptables.TableFilter}
+
+// portRules is everything one service port renders. It depends only on the port, its
+// endpoints, the node, the Config and large-cluster mode, so the proxier keeps it between
+// syncs and renders again only the ports of the services that changed (cache.go).
+type portRules struct {
+	clusterIP netip.Addr
+	// shared are the port's rules in each shared chain, in order (Chain unset).
+	shared [numSharedSlots]ChainRules
+	// rejectOther is filter KUBE-SERVICES's "port not in use" rule for the ClusterIP, used
+	// without service CIDRs, by the first port (in name order) with that ClusterIP.
+	rejectOther ChainRules
+	// chains are the port's own chains (KUBE-EXT, KUBE-FW, KUBE-SVC, KUBE-SVL, KUBE-SEP).
+	chains                                      []ChainRules
+	endpoints, noLocalInternal, noLocalExternal int
+}
+
+// canonicalise fills in the lines of every rule of the port.
+func (pr *portRules) canonicalise(fam iptables.Family) {
+	for slot := range pr.shared {
+		canonicaliseChain(&pr.shared[slot], fam, slotTables[slot])
+	}
+	canonicaliseChain(&pr.rejectOther, fam, iptables.TableFilter)
+	for i := range pr.chains {
+		canonicaliseChain(&pr.chains[i], fam, iptables.TableNAT)
+	}
+}
+
+// canonicaliseChain sets c.lines to the rules as iptables-save prints them. A rule that
+// cannot be canonicalised keeps its own text: it will differ from the kernel's, so its chain
+// is always rewritten, and the kernel judges it.
+func canonicaliseChain(c *ChainRules, fam iptables.Family, table iptables.Table) {
+	c.lines = make([]string, len(c.Rules))
+	for i, r := range c.Rules {
+		text, err := iptables.CanonicalRule(fam, table, r...)
+		if err != nil {
+			text = r.String()
+		}
+		c.lines[i] = text
+	}
+}
+
+// renderer renders service ports and assembles the shared chains around them.
 type renderer struct {
 	cfg   Config
 	det   LocalDetector
 	mark  string
 	large bool
+	// port is the service port being rendered.
+	port *portRules
+}
 
-	natServices, natNodePorts                       ChainRules
-	filterServices, filterExternal, filterNodePorts ChainRules
-	filterFirewall                                  ChainRules
-	perService                                      []ChainRules
-	clusterIPs                                      map[netip.Addr]types.NamespacedName
-	clusterIPOrder                                  []netip.Addr
-	out                                             Rules
+func newRenderer(cfg Config, large bool) *renderer {
+	return &renderer{cfg: cfg, det: cfg.localDetector(), mark: cfg.masqueradeMark(), large: large}
+}
+
+// renders reports whether the service port gets rules in this family.
+func (r *renderer) renders(sp *endpoints.ServicePort) bool {
+	return r.cfg.ofFamily(sp.ClusterIP) && validPort(sp.Port)
 }
 
 // Render computes the rules for a snapshot. It is pure: same input, same output, service
 // ports in name order.
 func Render(in Input) Rules {
-	r := &renderer{
-		cfg: in.Config, det: in.Config.localDetector(), mark: in.Config.masqueradeMark(),
-		large:           countEndpoints(in) > largeClusterEndpoints,
-		natServices:     ChainRules{Chain: iptables.ChainKubeServices},
-		natNodePorts:    ChainRules{Chain: iptables.ChainKubeNodePorts},
-		filterServices:  ChainRules{Chain: iptables.ChainKubeServices},
-		filterExternal:  ChainRules{Chain: iptables.ChainKubeExternalServices},
-		filterNodePorts: ChainRules{Chain: iptables.ChainKubeNodePorts},
-		filterFirewall:  ChainRules{Chain: iptables.ChainKubeProxyFirewall},
-		clusterIPs:      map[netip.Addr]types.NamespacedName{},
-	}
-	r.out.LargeCluster = r.large
+	r := newRenderer(in.Config, countEndpoints(in) > largeClusterEndpoints)
+	var ports []*portRules
 	for _, name := range sortedServicePorts(in.Services) {
 		sp := in.Services[name]
-		if !r.cfg.ofFamily(sp.ClusterIP) || !validPort(sp.Port) {
-			continue
+		if r.renders(sp) {
+			ports = append(ports, r.servicePort(sp, in.Endpoints[name], in.Node))
 		}
-		r.out.ServicePorts++
-		r.servicePort(sp, in.Endpoints[name], in.Node)
 	}
-	r.rejectOtherPorts()
-	r.nodePortsJump(in.NodePortIPs)
-	r.out.NAT = append([]ChainRules{
-		r.natServices,
-		r.natNodePorts,
-		{Chain: iptables.ChainKubeMarkMasq, Rules: []iptables.Rule{{"-j", "MARK", "--or-mark", r.mark}}},
-		postroutingChain(r.cfg, r.mark),
-	}, r.perService...)
-	r.out.Filter = []ChainRules{r.filterServices, r.filterExternal, forwardChain(r.cfg, r.mark),
-		r.filterNodePorts, r.filterFirewall}
+	return r.assemble(slices.Values(ports), in.NodePortIPs, assembleOptions{serviceChains: true})
+}
+
+// assembleOptions says what assemble returns beyond the shared chains.
+type assembleOptions struct {
+	// serviceChains: also every port's own chains, after the shared nat chains.
+	serviceChains bool
+	// canon, when set, canonicalises the fixed rules; the ports' rules must then have been
+	// canonicalised (portRules.canonicalise), and every chain comes with its lines.
+	canon func(iptables.Table, iptables.Rule) string
+}
+
+// assemble puts the service ports' rules, given in service port name order, into the shared
+// chains and returns the chains: the shared nat chains, then (with serviceChains) each port's
+// own, and the filter chains. Its cost is one append per rule of the shared chains and, with
+// serviceChains, one per port's chain.
+func (r *renderer) assemble(ports iter.Seq[*portRules], nodePortIPs []netip.Addr, opts assembleOptions) Rules {
+	a := &assembly{opts: opts}
+	var shared [numSharedSlots]ChainRules
+	shared[slotNATServices].Chain = iptables.ChainKubeServices
+	shared[slotNATNodePorts].Chain = iptables.ChainKubeNodePorts
+	shared[slotFilterServices].Chain = iptables.ChainKubeServices
+	shared[slotFilterExternal].Chain = iptables.ChainKubeExternalServices
+	shared[slotFilterNodePorts].Chain = iptables.ChainKubeNodePorts
+	shared[slotFilterFirewall].Chain = iptables.ChainKubeProxyFirewall
+	var out Rules
+	out.LargeCluster = r.large
+	var perService []ChainRules
+	rejects := ChainRules{}
+	seenIPs := map[netip.Addr]bool{}
+	for pr := range ports {
+		out.ServicePorts++
+		out.Endpoints += pr.endpoints
+		out.NoLocalEndpointsInternal += pr.noLocalInternal
+		out.NoLocalEndpointsExternal += pr.noLocalExternal
+		for slot := range shared {
+			a.appendRules(&shared[slot], pr.shared[slot])
+		}
+		if !seenIPs[pr.clusterIP] {
+			seenIPs[pr.clusterIP] = true
+			a.appendRules(&rejects, pr.rejectOther)
+		}
+		if opts.serviceChains {
+			perService = append(perService, pr.chains...)
+		}
+	}
+	if cidrs := r.serviceCIDRs(); len(cidrs) > 0 {
+		a.fixed(iptables.TableFilter, &shared[slotFilterServices], rejectCIDRRules(cidrs)...)
+	} else {
+		a.appendRules(&shared[slotFilterServices], rejects)
+	}
+	a.fixed(iptables.TableNAT, &shared[slotNATServices], r.nodePortsJump(nodePortIPs)...)
+	markMasq := ChainRules{Chain: iptables.ChainKubeMarkMasq}
+	a.fixed(iptables.TableNAT, &markMasq, iptables.Rule{"-j", "MARK", "--or-mark", r.mark})
+	postrouting := ChainRules{Chain: iptables.ChainKubePostrouting}
+	a.fixed(iptables.TableNAT, &postrouting, postroutingRules(r.cfg, r.mark)...)
+	forward := ChainRules{Chain: iptables.ChainKubeForward}
+	a.fixed(iptables.TableFilter, &forward, forwardRules(r.cfg, r.mark)...)
+
+	out.NAT = append([]ChainRules{shared[slotNATServices], shared[slotNATNodePorts], markMasq, postrouting}, perService...)
+	out.Filter = []ChainRules{shared[slotFilterServices], shared[slotFilterExternal], forward,
+		shared[slotFilterNodePorts], shared[slotFilterFirewall]}
 	if r.localhostNodePorts() {
-		r.out.Filter = append(r.out.Filter, localnetFirewallChain())
+		firewall := ChainRules{Chain: chainKubeFirewall}
+		a.fixed(iptables.TableFilter, &firewall, localnetFirewallRule())
+		out.Filter = append(out.Filter, firewall)
 	}
-	return r.out
+	return out
+}
+
+// assembly appends rules to chains, with their lines when canonicalising.
+type assembly struct{ opts assembleOptions }
+
+// appendRules appends src's rules (and lines) to dst.
+func (a *assembly) appendRules(dst *ChainRules, src ChainRules) {
+	dst.Rules = append(dst.Rules, src.Rules...)
+	if a.opts.canon != nil {
+		if dst.lines == nil {
+			dst.lines = []string{}
+		}
+		dst.lines = append(dst.lines, src.lines...)
+	}
+}
+
+// fixed appends rules that do not come from a service port, canonicalising them when needed.
+func (a *assembly) fixed(table iptables.Table, dst *ChainRules, rules ...iptables.Rule) {
+	for _, rule := range rules {
+		dst.Rules = append(dst.Rules, rule)
+		if a.opts.canon != nil {
+			dst.lines = append(dst.lines, a.opts.canon(table, rule))
+		}
+	}
 }
 
 // countEndpoints counts every endpoint of every service port, as upstream does to choose
@@ -128,10 +256,7 @@ func sortedServicePorts(m endpoints.ServiceMap) []endpoints.ServicePortName {
 	for n := range m {
 		names = append(names, n)
 	}
-	slices.SortFunc(names, func(a, b endpoints.ServicePortName) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name),
-			cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
-	})
+	slices.SortFunc(names, compareServicePorts)
 	return names
 }
 
@@ -143,35 +268,34 @@ func (r *renderer) localhostNodePorts() bool {
 	return r.cfg.LocalhostNodePorts && r.cfg.Family == iptables.IPv4
 }
 
-// rejectOtherPorts ends filter KUBE-SERVICES: traffic to a service address that no service
-// port captured (so was not DNATed) is rejected at once instead of timing out. With service
-// CIDRs that is one rule per CIDR (which also covers unallocated addresses); without, one
-// per ClusterIP.
-func (r *renderer) rejectOtherPorts() {
+// serviceCIDRs are the configured service CIDRs of the proxier's family. Filter
+// KUBE-SERVICES ends by rejecting traffic to a service address that no service port captured
+// (so was not DNATed), at once instead of letting it time out: with service CIDRs one rule
+// per CIDR (which also covers unallocated addresses), without one per ClusterIP
+// (portRules.rejectOther).
+func (r *renderer) serviceCIDRs() []netip.Prefix {
 	var cidrs []netip.Prefix
 	for _, p := range r.cfg.ServiceCIDRs {
 		if p.IsValid() && r.cfg.ofFamily(p.Addr()) {
 			cidrs = append(cidrs, p.Masked())
 		}
 	}
-	if len(cidrs) > 0 {
-		for _, p := range cidrs {
-			r.filterServices.Rules = append(r.filterServices.Rules, iptables.Rule{
-				"-m", "comment", "--comment", "kubernetes service CIDR: address or port not in use",
-				"-d", p.String(), "-j", "REJECT"})
-		}
-		return
-	}
-	for _, ip := range r.clusterIPOrder {
-		r.filterServices.Rules = append(r.filterServices.Rules, iptables.Rule{
-			"-m", "comment", "--comment", r.clusterIPs[ip].String() + " cluster IP: port not in use",
-			"-d", hostPrefix(ip), "-j", "REJECT"})
-	}
+	return cidrs
 }
 
-// nodePortsJump ends nat KUBE-SERVICES with the jump to KUBE-NODEPORTS: for every local
-// address, or for each address NodePorts are restricted to.
-func (r *renderer) nodePortsJump(nodePortIPs []netip.Addr) {
+func rejectCIDRRules(cidrs []netip.Prefix) []iptables.Rule {
+	var out []iptables.Rule
+	for _, p := range cidrs {
+		out = append(out, iptables.Rule{
+			"-m", "comment", "--comment", "kubernetes service CIDR: address or port not in use",
+			"-d", p.String(), "-j", "REJECT"})
+	}
+	return out
+}
+
+// nodePortsJump are the rules that end nat KUBE-SERVICES with the jump to KUBE-NODEPORTS: for
+// every local address, or for each address NodePorts are restricted to.
+func (r *renderer) nodePortsJump(nodePortIPs []netip.Addr) []iptables.Rule {
 	comment := iptables.Rule{"-m", "comment", "--comment", commentNodePorts}
 	jump := iptables.Rule{"-j", string(iptables.ChainKubeNodePorts)}
 	if !r.hasNodePortAddresses() {
@@ -182,17 +306,18 @@ func (r *renderer) nodePortsJump(nodePortIPs []netip.Addr) {
 		case !r.cfg.LocalhostNodePorts:
 			dest = append(dest, "!", "-d", "127.0.0.0/8")
 		}
-		r.natServices.Rules = append(r.natServices.Rules, slices.Concat(comment, dest, jump))
-		return
+		return []iptables.Rule{slices.Concat(comment, dest, jump)}
 	}
+	var out []iptables.Rule
 	ips := slices.Clone(nodePortIPs)
 	slices.SortFunc(ips, netip.Addr.Compare)
 	for _, ip := range slices.Compact(ips) {
 		if !r.cfg.ofFamily(ip) || (ip.IsLoopback() && !r.localhostNodePorts()) {
 			continue
 		}
-		r.natServices.Rules = append(r.natServices.Rules, slices.Concat(comment, iptables.Rule{"-d", hostPrefix(ip)}, jump))
+		out = append(out, slices.Concat(comment, iptables.Rule{"-d", hostPrefix(ip)}, jump))
 	}
+	return out
 }
 
 func (r *renderer) hasNodePortAddresses() bool {
@@ -206,43 +331,42 @@ func (r *renderer) hasNodePortAddresses() bool {
 
 var jumpMarkMasq = iptables.Rule{"-j", string(iptables.ChainKubeMarkMasq)}
 
-// postroutingChain masquerades the packets marked for it, clearing the mark so that a packet
-// that goes through the node twice is not masqueraded twice.
-func postroutingChain(cfg Config, mark string) ChainRules {
+// postroutingRules are KUBE-POSTROUTING: masquerade the packets marked for it, clearing the
+// mark so that a packet that goes through the node twice is not masqueraded twice.
+func postroutingRules(cfg Config, mark string) []iptables.Rule {
 	masq := iptables.Rule{"-m", "comment", "--comment", commentSNAT, "-j", "MASQUERADE"}
 	if cfg.MasqueradeRandomFully {
 		masq = append(masq, "--random-fully")
 	}
-	return ChainRules{Chain: iptables.ChainKubePostrouting, Rules: []iptables.Rule{
+	return []iptables.Rule{
 		{"-m", "mark", "!", "--mark", mark + "/" + mark, "-j", "RETURN"},
 		{"-j", "MARK", "--xor-mark", mark},
 		masq,
-	}}
+	}
 }
 
-// forwardChain is filter KUBE-FORWARD: drop packets conntrack finds INVALID (unless
+// forwardRules are filter KUBE-FORWARD: drop packets conntrack finds INVALID (unless
 // nf_conntrack_tcp_be_liberal is set), accept what kube-proxy marked and what belongs to an
 // accepted connection, so that services work with a FORWARD policy of DROP.
-func forwardChain(cfg Config, mark string) ChainRules {
-	c := ChainRules{Chain: iptables.ChainKubeForward}
+func forwardRules(cfg Config, mark string) []iptables.Rule {
+	var rules []iptables.Rule
 	if !cfg.ConntrackTCPBeLiberal {
-		c.Rules = append(c.Rules, iptables.Rule{"-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"})
+		rules = append(rules, iptables.Rule{"-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"})
 	}
-	c.Rules = append(c.Rules,
+	return append(rules,
 		iptables.Rule{"-m", "comment", "--comment", "kubernetes forwarding rules", "-m", "mark", "--mark", mark + "/" + mark, "-j", "ACCEPT"},
 		iptables.Rule{"-m", "comment", "--comment", "kubernetes forwarding conntrack rule", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"},
 	)
-	return c
 }
 
-// localnetFirewallChain is filter KUBE-FIREWALL as kube-proxy (and kubelet) write it when
+// localnetFirewallRule is filter KUBE-FIREWALL as kube-proxy (and kubelet) write it when
 // NodePorts are open on localhost: route_localnet must not let other hosts reach 127.0.0.0/8.
-func localnetFirewallChain() ChainRules {
-	return ChainRules{Chain: chainKubeFirewall, Rules: []iptables.Rule{{
+func localnetFirewallRule() iptables.Rule {
+	return iptables.Rule{
 		"-m", "comment", "--comment", "block incoming localnet connections",
 		"-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8",
 		"-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP",
-	}}}
+	}
 }
 
 // chainKubeFirewall is kubelet's filter chain, which kube-proxy also writes.

@@ -86,28 +86,35 @@ func (p *svcPlan) decideFilterTargets(r *renderer) {
 	}
 	if !p.hasInternal {
 		p.internalTarget, p.internalNote = "DROP", p.name+" has no local endpoints"
-		r.out.NoLocalEndpointsInternal++
+		r.port.noLocalInternal++
 	}
 	if !p.hasExternal {
 		p.externalTarget, p.externalNote = "DROP", p.name+" has no local endpoints"
-		r.out.NoLocalEndpointsExternal++
+		r.port.noLocalExternal++
 	}
 }
 
-// servicePort renders everything of one service port: its captures in the shared chains and
-// its own chains.
-func (r *renderer) servicePort(sp *endpoints.ServicePort, eps []endpoints.Endpoint, node endpoints.NodeInfo) {
+// servicePort renders everything of one service port: its captures in the shared chains, the
+// filter rule for other ports of its ClusterIP, and its own chains.
+func (r *renderer) servicePort(sp *endpoints.ServicePort, eps []endpoints.Endpoint, node endpoints.NodeInfo) *portRules {
+	r.port = &portRules{clusterIP: sp.ClusterIP}
+	defer func() { r.port = nil }()
 	p := r.planServicePort(sp, eps, node)
-	if _, seen := r.clusterIPs[sp.ClusterIP]; !seen {
-		r.clusterIPs[sp.ClusterIP] = sp.Name.NamespacedName
-		r.clusterIPOrder = append(r.clusterIPOrder, sp.ClusterIP)
-	}
-	r.out.Endpoints += len(p.allEPs)
+	r.port.endpoints = len(p.allEPs)
+	r.port.rejectOther.Rules = []iptables.Rule{{
+		"-m", "comment", "--comment", sp.Name.NamespacedName.String() + " cluster IP: port not in use",
+		"-d", hostPrefix(sp.ClusterIP), "-j", "REJECT"}}
 	r.captureClusterIP(p)
 	r.captureExternalIPs(p)
 	r.captureLoadBalancerIPs(p)
 	r.captureNodePort(p)
 	r.serviceChains(p)
+	return r.port
+}
+
+// add appends a rule of the service port being rendered to one of the shared chains.
+func (r *renderer) add(slot sharedSlot, rule iptables.Rule) {
+	r.port.shared[slot].Rules = append(r.port.shared[slot].Rules, rule)
 }
 
 // portMatch is "-p proto -m proto --dport port".
@@ -127,10 +134,10 @@ func jump(c iptables.Chain) iptables.Rule { return iptables.Rule{"-j", string(c)
 func (r *renderer) captureClusterIP(p *svcPlan) {
 	dest := p.destMatch(hostPrefix(p.sp.ClusterIP))
 	if p.hasInternal {
-		r.natServices.Rules = append(r.natServices.Rules, slices.Concat(comment(p.name+" cluster IP"), dest, jump(p.internalChain)))
+		r.add(slotNATServices, slices.Concat(comment(p.name+" cluster IP"), dest, jump(p.internalChain)))
 		return
 	}
-	r.filterServices.Rules = append(r.filterServices.Rules, slices.Concat(comment(p.internalNote), dest, iptables.Rule{"-j", p.internalTarget}))
+	r.add(slotFilterServices, slices.Concat(comment(p.internalNote), dest, iptables.Rule{"-j", p.internalTarget}))
 }
 
 func (r *renderer) captureExternalIPs(p *svcPlan) {
@@ -140,10 +147,10 @@ func (r *renderer) captureExternalIPs(p *svcPlan) {
 		}
 		dest := p.destMatch(hostPrefix(ip))
 		if p.hasEndpoints {
-			r.natServices.Rules = append(r.natServices.Rules, slices.Concat(comment(p.name+" external IP"), dest, jump(p.extChain)))
+			r.add(slotNATServices, slices.Concat(comment(p.name+" external IP"), dest, jump(p.extChain)))
 		}
 		if !p.hasExternal {
-			r.filterExternal.Rules = append(r.filterExternal.Rules, slices.Concat(comment(p.externalNote), dest, iptables.Rule{"-j", p.externalTarget}))
+			r.add(slotFilterExternal, slices.Concat(comment(p.externalNote), dest, iptables.Rule{"-j", p.externalTarget}))
 		}
 	}
 }
@@ -155,10 +162,10 @@ func (r *renderer) captureLoadBalancerIPs(p *svcPlan) {
 		}
 		dest := p.destMatch(hostPrefix(ip))
 		if p.hasEndpoints {
-			r.natServices.Rules = append(r.natServices.Rules, slices.Concat(comment(p.name+" loadbalancer IP"), dest, jump(p.lbChain)))
+			r.add(slotNATServices, slices.Concat(comment(p.name+" loadbalancer IP"), dest, jump(p.lbChain)))
 		}
 		if p.usesFWChain {
-			r.filterFirewall.Rules = append(r.filterFirewall.Rules, slices.Concat(
+			r.add(slotFilterFirewall, slices.Concat(
 				comment(fmt.Sprintf("%s traffic not accepted by %s", p.name, p.fwChain)), dest, iptables.Rule{"-j", "DROP"}))
 		}
 	}
@@ -167,7 +174,7 @@ func (r *renderer) captureLoadBalancerIPs(p *svcPlan) {
 	}
 	for _, ip := range p.sp.LoadBalancerIPs {
 		if r.cfg.ofFamily(ip) {
-			r.filterExternal.Rules = append(r.filterExternal.Rules, slices.Concat(
+			r.add(slotFilterExternal, slices.Concat(
 				comment(p.externalNote), p.destMatch(hostPrefix(ip)), iptables.Rule{"-j", p.externalTarget}))
 		}
 	}
@@ -176,15 +183,15 @@ func (r *renderer) captureLoadBalancerIPs(p *svcPlan) {
 func (r *renderer) captureNodePort(p *svcPlan) {
 	if np := p.sp.NodePort; validPort(np) {
 		if p.hasEndpoints {
-			r.natNodePorts.Rules = append(r.natNodePorts.Rules, slices.Concat(comment(p.name), portMatch(p.proto, np), jump(p.extChain)))
+			r.add(slotNATNodePorts, slices.Concat(comment(p.name), portMatch(p.proto, np), jump(p.extChain)))
 		}
 		if !p.hasExternal {
-			r.filterExternal.Rules = append(r.filterExternal.Rules, slices.Concat(comment(p.externalNote),
+			r.add(slotFilterExternal, slices.Concat(comment(p.externalNote),
 				iptables.Rule{"-m", "addrtype", "--dst-type", "LOCAL"}, portMatch(p.proto, np), iptables.Rule{"-j", p.externalTarget}))
 		}
 	}
 	if hc := p.sp.HealthCheckNodePort; validPort(hc) {
-		r.filterNodePorts.Rules = append(r.filterNodePorts.Rules, slices.Concat(comment(p.name+" health check node port"),
+		r.add(slotFilterNodePorts, slices.Concat(comment(p.name+" health check node port"),
 			portMatch("tcp", hc), iptables.Rule{"-j", "ACCEPT"}))
 	}
 }
@@ -221,7 +228,7 @@ func (r *renderer) serviceChains(p *svcPlan) {
 	for i := range chains {
 		chains[i].Service = p.sp.Name.NamespacedName
 	}
-	r.perService = append(r.perService, chains...)
+	r.port.chains = chains
 }
 
 // internalMasquerade is the first rule of the internal traffic chain: mark for masquerade

@@ -13,15 +13,26 @@ import (
 type writePlan struct {
 	restores                                   []*iptables.Transaction
 	chainsWritten, rulesWritten, chainsDeleted int
+	// written and deleted are what the restores change, for record.
+	written []tableChain
+	deleted []iptables.Chain
+}
+
+// tableChain is a chain of a table with its rules.
+type tableChain struct {
+	table iptables.Table
+	chain ChainRules
 }
 
 // leafChains are shared nat chains the per-service chains jump to: written before them.
 var leafChains = []iptables.Chain{iptables.ChainKubeMarkMasq, iptables.ChainKubePostrouting}
 
-// planWrite compares the desired chains with the known ones and returns the restores that
-// bring the kernel there, writing only the chains that differ. The iptables-restore cost
-// grows much faster than linearly with the chains one restore declares (DESIGN.md), so a
-// large change is split:
+// planWrite compares chains to write (nat: the shared chains and per-service chains in
+// service port order; filter), canonicalised, with the known ones and returns the restores
+// that bring the kernel there, writing only the chains that differ and deleting the stale
+// per-service nat chains. A full sync passes every chain; a partial one only the shared
+// chains and the changed ports' chains. The iptables-restore cost grows much faster than
+// linearly with the chains one restore declares (DESIGN.md), so a large change is split:
 //
 //  1. KUBE-MARK-MASQ and KUBE-POSTROUTING (what the service chains jump to), with the first
 //     batch of services;
@@ -33,21 +44,21 @@ var leafChains = []iptables.Chain{iptables.ChainKubeMarkMasq, iptables.ChainKube
 //     chains that jump to others first.
 //
 // A change of at most batch services and batch stale chains is one restore.
-func planWrite(known, desired chainState, rules Rules, batch int) writePlan {
+func planWrite(known chainState, nat, filter []ChainRules, stale []iptables.Chain, batch int) writePlan {
 	var w writePlan
-	differs := func(table iptables.Table, c iptables.Chain) bool {
-		have, ok := known[table][c]
-		return !ok || !slices.Equal(have, desired[table][c])
+	differs := func(table iptables.Table, c ChainRules) bool {
+		have, ok := known[table][c.Chain]
+		return !ok || !slices.Equal(have, c.lines)
 	}
 	leaf, shared := &iptables.Transaction{}, &iptables.Transaction{}
 	var services []*iptables.Transaction
 	var current *iptables.Transaction
 	lastService, inBatch := types.NamespacedName{}, 0
-	for _, c := range rules.NAT {
-		if !differs(iptables.TableNAT, c.Chain) {
+	for _, c := range nat {
+		if !differs(iptables.TableNAT, c) {
 			continue
 		}
-		w.count(c)
+		w.count(iptables.TableNAT, c)
 		switch {
 		case c.Service == (types.NamespacedName{}) && slices.Contains(leafChains, c.Chain):
 			writeChain(leaf, iptables.TableNAT, c)
@@ -66,17 +77,28 @@ func planWrite(known, desired chainState, rules Rules, batch int) writePlan {
 			writeChain(current, iptables.TableNAT, c)
 		}
 	}
-	for _, c := range rules.Filter {
-		if differs(iptables.TableFilter, c.Chain) {
-			w.count(c)
+	for _, c := range filter {
+		if differs(iptables.TableFilter, c) {
+			w.count(iptables.TableFilter, c)
 			writeChain(shared, iptables.TableFilter, c)
 		}
 	}
-	deletions := staleDeletions(known, desired, batch, &w)
+	deletions := deletionRestores(stale, batch, &w)
 	return w.assemble(leaf, services, shared, deletions)
 }
 
-func (w *writePlan) count(c ChainRules) {
+// record applies what the plan wrote to known.
+func (w *writePlan) record(known chainState) {
+	for _, tc := range w.written {
+		known[tc.table][tc.chain.Chain] = tc.chain.lines
+	}
+	for _, c := range w.deleted {
+		delete(known[iptables.TableNAT], c)
+	}
+}
+
+func (w *writePlan) count(table iptables.Table, c ChainRules) {
+	w.written = append(w.written, tableChain{table: table, chain: c})
 	w.chainsWritten++
 	w.rulesWritten += len(c.Rules)
 }
@@ -123,15 +145,21 @@ func deleteOrder(c iptables.Chain) int {
 	return 0
 }
 
-// staleDeletions returns the restores that delete the owned per-service nat chains the
-// desired state no longer has, batch*5 chains per restore.
-func staleDeletions(known, desired chainState, batch int, w *writePlan) []*iptables.Transaction {
+// staleChains are the owned per-service nat chains known holds and desired does not.
+func staleChains(known, desired chainState) []iptables.Chain {
 	var stale []iptables.Chain
 	for c := range known[iptables.TableNAT] {
 		if _, ok := desired[iptables.TableNAT][c]; !ok && isServiceChain(c) {
 			stale = append(stale, c)
 		}
 	}
+	return stale
+}
+
+// deletionRestores returns the restores that delete the stale chains, batch*5 chains per
+// restore, the chains that jump to others first.
+func deletionRestores(stale []iptables.Chain, batch int, w *writePlan) []*iptables.Transaction {
+	stale = slices.Clone(stale)
 	slices.SortFunc(stale, func(a, b iptables.Chain) int {
 		if d := deleteOrder(a) - deleteOrder(b); d != 0 {
 			return d
@@ -139,6 +167,7 @@ func staleDeletions(known, desired chainState, batch int, w *writePlan) []*iptab
 		return strings.Compare(string(a), string(b))
 	})
 	w.chainsDeleted = len(stale)
+	w.deleted = stale
 	var out []*iptables.Transaction
 	for chunk := range slices.Chunk(stale, batch*5) {
 		tx := &iptables.Transaction{}

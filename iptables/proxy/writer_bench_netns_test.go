@@ -5,48 +5,15 @@ package proxy
 import (
 	"context"
 	"flag"
-	"fmt"
-	"net/netip"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/kproxy/kproxy/endpoints"
 	"github.com/kproxy/kproxy/iptables"
 )
 
 var benchServices = flag.Int("bench-services", 10000, "services in BenchmarkWriterKernel")
-
-// benchWorld is n ClusterIP services with 5 endpoints each (kube-proxy's scale-test shape),
-// every 10th also a NodePort.
-func benchWorld(n int) *world {
-	w := newWorld()
-	for i := range n {
-		name := portName(fmt.Sprintf("ns%d", i%50), fmt.Sprintf("svc%05d", i), "http", v1.ProtocolTCP)
-		opts := []spOpt{}
-		if i%10 == 0 {
-			opts = append(opts, nodePort(int32(30000+i/10)))
-		}
-		sp := svc(name, netip.AddrFrom4([4]byte{100, 100, byte(i / 250), byte(1 + i%250)}).String(), opts...)
-		var eps []endpoints.Endpoint
-		for e := range 5 {
-			k := i*5 + e
-			ep := readyEP(netip.AddrFrom4([4]byte{100, 64, byte(k / 250 % 256), byte(1 + k%250)}).String(), 8080)
-			ep.NodeName = fmt.Sprintf("node-%d", e)
-			eps = append(eps, ep)
-		}
-		w.add(sp, eps...)
-	}
-	return w
-}
-
-func changedOne(w *world, name endpoints.ServicePortName) endpoints.Snapshot {
-	snap := w.snapshot()
-	snap.Changed = map[types.NamespacedName]struct{}{name.NamespacedName: {}}
-	return snap
-}
 
 // BenchmarkWriterKernel measures the iptables writer against the real iptables-restore and
 // iptables-save in a fresh network namespace, at -bench-services services × 5 endpoints:
@@ -118,9 +85,9 @@ func BenchmarkWriterKernel(b *testing.B) {
 	})
 	b.Run("render-and-compare-only", func(b *testing.B) {
 		for b.Loop() {
-			rules := Render(Input{Services: w.services, Endpoints: w.endpoints, Node: testNode, Config: cfg})
-			desired := p.canonical(rules)
-			_ = planWrite(p.known, desired, rules, cfg.batchServices())
+			rules := renderCanonical(Input{Services: w.services, Endpoints: w.endpoints, Node: testNode, Config: cfg})
+			desired := stateOf(rules)
+			_ = planWrite(p.known, rules.NAT, rules.Filter, staleChains(p.known, desired), cfg.batchServices())
 		}
 	})
 }

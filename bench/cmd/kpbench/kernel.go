@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base32"
 	"fmt"
 	"regexp"
 	"strings"
@@ -12,12 +14,12 @@ import (
 
 // Which kernel interface a proxy programs, so the poller knows what to read.
 const (
-	kernelIPTables = "iptables" // iptables-save -t nat (iptables-nft here)
+	kernelIPTables = "iptables" // iptables-save -t nat (the backend the section selects)
 	kernelNFT      = "nftables" // nft list table ip kube-proxy
 )
 
-// state is what the poller read from the node's kernel: the endpoint DNAT targets
-// ("ip:port") and the ClusterIPs that have a service rule.
+// state is what a read of the node's kernel found: the endpoint DNAT targets ("ip:port") and
+// the ClusterIPs that have a service rule. A read of the VIPs only leaves eps nil.
 type state struct {
 	eps  map[string]bool
 	vips map[string]bool
@@ -31,10 +33,11 @@ var (
 	// nftables endpoint maps: { 0 : 100.64.10.1 . 8080, 1 : ... }
 	nftEP = regexp.MustCompile(`(\d+\.\d+\.\d+\.\d+) \. (\d+)\b`)
 	// nftables service-ips map: 100.100.3.4 . tcp . 80 : goto service-...
-	nftVIP = regexp.MustCompile(`(\d+\.\d+\.\d+\.\d+) \. tcp \. \d+ : goto service-`)
+	nftVIP = regexp.MustCompile(`(\d+\.\d+\.\d+\.\d+) \. tcp \. \d+ : goto (service-[^ ,}\n]+)`)
 )
 
-// readState reads the node's kernel state once.
+// readState reads the whole of the node's kernel state once: every VIP and every endpoint.
+// Equivalent to: iptables-save -t nat, or nft list table ip kube-proxy.
 func readState(ctx context.Context, node, kind string) (state, error) {
 	st := state{eps: map[string]bool{}, vips: map[string]bool{}}
 	switch kind {
@@ -54,11 +57,8 @@ func readState(ctx context.Context, node, kind string) (state, error) {
 			}
 		}
 	case kernelNFT:
-		out, err := harness.Exec(ctx, node, "nft", "list", "table", "ip", "kube-proxy")
+		out, err := nftList(ctx, node, "table", "ip", "kube-proxy")
 		if err != nil {
-			if strings.Contains(out, "No such file or directory") {
-				return st, nil // table not created yet (or flushed)
-			}
 			return st, err
 		}
 		for _, m := range nftVIP.FindAllStringSubmatch(out, -1) {
@@ -73,6 +73,129 @@ func readState(ctx context.Context, node, kind string) (state, error) {
 	return st, nil
 }
 
+// readVIPs reads only the service capture rules: the ClusterIPs that jump to a service
+// chain. Much cheaper than readState at 10,000 services with iptables-nft (which lists one
+// chain without fetching the others' rules). A VIP's rule only exists once its service chain
+// does (the kernel rejects a jump to a missing chain), but the endpoints are checked by
+// readState. Equivalent to: iptables -t nat -S KUBE-SERVICES, or nft list map ip kube-proxy
+// service-ips.
+func readVIPs(ctx context.Context, node, kind string) (state, error) {
+	st := state{vips: map[string]bool{}}
+	switch kind {
+	case kernelIPTables:
+		out, err := harness.Exec(ctx, node, "iptables", "-w", "-t", "nat", "-S", "KUBE-SERVICES")
+		switch {
+		case err != nil && strings.Contains(out, "No chain/target/match"):
+			return st, nil
+		case err != nil && strings.Contains(out, "is incompatible"):
+			// What iptables-nft 1.8.9 says when the nat table does not exist (yet, or
+			// flushed): read everything instead.
+			return readState(ctx, node, kind)
+		case err != nil:
+			return st, err
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if m := iptVIP.FindStringSubmatch(l); m != nil {
+				st.vips[m[1]] = true
+			}
+		}
+	case kernelNFT:
+		out, err := nftList(ctx, node, "map", "ip", "kube-proxy", "service-ips")
+		if err != nil {
+			return st, err
+		}
+		for _, m := range nftVIP.FindAllStringSubmatch(out, -1) {
+			st.vips[m[1]] = true
+		}
+	default:
+		return st, fmt.Errorf("kernel kind %q", kind)
+	}
+	return st, nil
+}
+
+// nftList runs nft list ...; a table or map that does not exist (yet, or flushed) reads as
+// empty.
+func nftList(ctx context.Context, node string, what ...string) (string, error) {
+	out, err := harness.Exec(ctx, node, append([]string{"nft", "list"}, what...)...)
+	if err != nil && strings.Contains(out, "No such file or directory") {
+		return "", nil
+	}
+	return out, err
+}
+
+// Chain names of kube-proxy's iptables mode, which kproxy keeps: KUBE-SVC- and KUBE-SEP- plus
+// the first 16 characters of the base32 of the SHA-256 of "ns/name[:port]" + protocol
+// (+ "ip:port" for an endpoint). The load's ports are unnamed TCP ports.
+func svcChain(s *benchService) string { return "KUBE-SVC-" + hash16(benchNS+"/"+s.name+"tcp") }
+
+func sepChain(s *benchService, ep string) string {
+	return "KUBE-SEP-" + hash16(benchNS+"/"+s.name+"tcp"+ep)
+}
+
+func hash16(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return base32.StdEncoding.EncodeToString(h[:])[:16]
+}
+
+// endpointProbe reads the kernel state of one service only: whether addr is one of its
+// programmed endpoints. For iptables: the service's KUBE-SVC chain jumps to the endpoint's
+// KUBE-SEP chain and that chain DNATs to addr (two chain listings in one exec). For nftables:
+// the service chain's endpoint map goes to the endpoint chain "endpoint-…__ip/port" (nft
+// accepts the map only if that chain exists, in the same transaction). At 10,000 services
+// this costs milliseconds where readState costs a second or more.
+type endpointProbe struct {
+	node, kind string
+	// nftChains is each VIP's nftables service chain (nftables only), from one readState
+	// before the phase.
+	nftChains map[string]string
+}
+
+func newEndpointProbe(ctx context.Context, node, kind string) (*endpointProbe, error) {
+	p := &endpointProbe{node: node, kind: kind}
+	if kind == kernelNFT {
+		out, err := nftList(ctx, node, "map", "ip", "kube-proxy", "service-ips")
+		if err != nil {
+			return nil, err
+		}
+		p.nftChains = map[string]string{}
+		for _, m := range nftVIP.FindAllStringSubmatch(out, -1) {
+			p.nftChains[m[1]] = m[2]
+		}
+	}
+	return p, nil
+}
+
+// has reports whether addr ("ip:port") is programmed as an endpoint of s.
+func (p *endpointProbe) has(ctx context.Context, s *benchService, addr string) (bool, error) {
+	switch p.kind {
+	case kernelIPTables:
+		svc, sep := svcChain(s), sepChain(s, addr)
+		script := fmt.Sprintf("iptables -w -t nat -S %s 2>/dev/null; echo ==; iptables -w -t nat -S %s 2>/dev/null; true", svc, sep)
+		out, err := harness.Exec(ctx, p.node, "sh", "-c", script)
+		if err != nil {
+			return false, err
+		}
+		svcPart, sepPart, _ := strings.Cut(out, "==\n")
+		return strings.Contains(svcPart, "-j "+sep+"\n") && strings.Contains(sepPart, "--to-destination "+addr+"\n"), nil
+	case kernelNFT:
+		chain, ok := p.nftChains[s.vip]
+		if !ok {
+			return false, fmt.Errorf("no nftables service chain known for %s", s.vip)
+		}
+		out, err := nftList(ctx, p.node, "chain", "ip", "kube-proxy", chain)
+		if err != nil {
+			return false, err
+		}
+		// kube-proxy's nftables mode DNATs in the service chain through a numgen map
+		// ("100.64.10.5 . 8080") or, when it needs per-endpoint rules (affinity, hairpin
+		// masquerade), goes to an endpoint chain "endpoint-…__100.64.10.5/8080" (which nft
+		// accepts only if it exists, in the same transaction).
+		ip, port, _ := strings.Cut(addr, ":")
+		return strings.Contains(out, " "+ip+" . "+port) || strings.Contains(out, "__"+ip+"/"+port), nil
+	}
+	return false, fmt.Errorf("kernel kind %q", p.kind)
+}
+
 // programmed counts the services of the load whose ClusterIP and every endpoint are in st.
 func programmed(st state, svcs []*benchService) int {
 	n := 0
@@ -84,7 +207,8 @@ func programmed(st state, svcs []*benchService) int {
 	return n
 }
 
-// pollStats accumulates what the polling costs (it shares the 2 cores with the proxy).
+// pollStats accumulates what the polling costs (it shares the 2 cores with the proxy), per
+// kind of read.
 type pollStats struct {
 	N     int
 	Total time.Duration
@@ -98,6 +222,9 @@ func (p *pollStats) meanMs() float64 {
 	return float64(p.Total.Microseconds()) / 1000 / float64(p.N)
 }
 
+// probeStats are the poll costs of one run by kind of read.
+type probeStats struct{ full, vips, endpoint pollStats }
+
 // pollResult is when a condition was first seen: the midpoint of the poll that saw it
 // (the kernel was read somewhere inside that poll), and that poll's start and end.
 type pollResult struct {
@@ -105,7 +232,9 @@ type pollResult struct {
 	Capped         bool
 }
 
-// pollUntil reads the kernel every gap until cond holds or cap passes.
+// pollUntil reads the whole kernel state until cond holds or capd passes, at least gap and at
+// least one read's duration apart (so that polling takes at most half a core even when one
+// read takes seconds).
 func pollUntil(ctx context.Context, node, kind string, gap, capd time.Duration, ps *pollStats, cond func(state) bool) (pollResult, error) {
 	deadline := time.Now().Add(capd)
 	for {
@@ -122,18 +251,62 @@ func pollUntil(ctx context.Context, node, kind string, gap, capd time.Duration, 
 		if t1.After(deadline) {
 			return pollResult{Capped: true}, nil
 		}
-		select {
-		case <-ctx.Done():
-			return pollResult{}, ctx.Err()
-		case <-time.After(gap):
+		if err := sleepCtx(ctx, max(gap, t1.Sub(t0))); err != nil {
+			return pollResult{}, err
 		}
+	}
+}
+
+// pollVIPsThenAll waits for a condition on the whole state in two steps: cheap reads of the
+// VIPs until vipCond holds, then one full read to confirm cond. When the confirmation holds,
+// the time is the VIP read's (the endpoints were already in the kernel then, since a service's
+// capture rule is written with or after its chains); when it does not, full reads continue
+// and the time is the first full read that sees cond.
+func pollVIPsThenAll(ctx context.Context, node, kind string, gap, capd time.Duration, ps *probeStats,
+	vipCond func(state) bool, cond func(state) bool) (pollResult, error) {
+	deadline := time.Now().Add(capd)
+	for {
+		t0 := time.Now()
+		st, err := readVIPs(ctx, node, kind)
+		t1 := time.Now()
+		ps.vips.add(t1.Sub(t0))
+		if err != nil {
+			return pollResult{}, err
+		}
+		if vipCond(st) {
+			f0 := time.Now()
+			full, err := readState(ctx, node, kind)
+			ps.full.add(time.Since(f0))
+			if err != nil {
+				return pollResult{}, err
+			}
+			if cond(full) {
+				return pollResult{At: t0.Add(t1.Sub(t0) / 2), Start: t0, End: t1}, nil
+			}
+			return pollUntil(ctx, node, kind, gap, time.Until(deadline), &ps.full, cond)
+		}
+		if t1.After(deadline) {
+			return pollResult{Capped: true}, nil
+		}
+		if err := sleepCtx(ctx, max(gap, t1.Sub(t0))); err != nil {
+			return pollResult{}, err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
 	}
 }
 
 // snapshot is the node's rules at one moment, for the restart diff: the text lines
 // (iptables-save, or nft list ruleset for nftables proxies; counters stripped) and the nft
 // objects with their kernel handles (nft -a list ruleset), which tell a rule rewritten with the
-// same text from one left alone.
+// same text from one left alone. With iptables-legacy there are no nft objects.
 type snapshot struct {
 	lines   map[string]bool
 	handles map[string]bool
@@ -197,4 +370,17 @@ func diffCount(a, b map[string]bool) (removed, added int) {
 		}
 	}
 	return removed, added
+}
+
+// idleRead times reads of the whole state with nothing else changing: the median of n.
+func idleRead(ctx context.Context, node, kind string, n int) (time.Duration, error) {
+	var ds []float64
+	for range n {
+		t0 := time.Now()
+		if _, err := readState(ctx, node, kind); err != nil {
+			return 0, err
+		}
+		ds = append(ds, float64(time.Since(t0)))
+	}
+	return time.Duration(median(ds)), nil
 }

@@ -1,19 +1,24 @@
 // Command kpbench measures kproxy against upstream kube-proxy side by side: one node of the
 // e2e sandbox (real kube-apiserver + etcd, e2e/harness), one proxy at a time in a fresh
-// sandbox, rounds in alternating order. For each proxy it measures, by reading the node's
-// kernel (never the proxy's word):
+// sandbox, rounds in alternating order, for each N of -n and each iptables backend of
+// -backends. For each proxy it measures, by reading the node's kernel (never the proxy's
+// word):
 //
 //	bulk create   N Services × E endpoints written by a parallel loader → all programmed
 //	restart       with the rules present: time to /healthz 200, rule lines and nft objects
 //	              changed by the restart; with the rules flushed: time to all programmed
 //	one change    single-endpoint changes spaced apart → API write to the new DNAT in the kernel
+//	churn         -churn-rate endpoint changes per second for -churn-duration → latency, drain
 //	bulk delete   parallel delete of everything → every rule of the load gone
 //
-// and the proxy's CPU seconds (its own and its waited-for children's) and peak RSS per phase.
-// See bench/README.md. Root only; everything runs in the harness's namespaces (prefix kpb).
+// and the proxy's CPU seconds (its own and its waited-for children's) and peak RSS per phase;
+// and the tool floors under them (iptables-restore of the rules kproxy writes, with no proxy:
+// floor.go). See bench/README.md. Root only; everything runs in the harness's namespaces
+// (-prefix, default kpb).
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -22,6 +27,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,14 +37,14 @@ import (
 	"github.com/kproxy/kproxy/e2e/harness"
 )
 
-const prefix = "kpb"
-
 // proxyCfg is one proxy under test.
 type proxyCfg struct {
 	Name   string   `json:"name"`
 	Proxy  string   `json:"harnessProxy"`
 	Args   []string `json:"extraArgs"`
 	Kernel string   `json:"kernel"`
+	// Bin is the kproxy binary when not -kproxy-bin ("kproxy base").
+	Bin string `json:"binary,omitempty"`
 }
 
 var proxies = []proxyCfg{
@@ -49,41 +55,78 @@ var proxies = []proxyCfg{
 
 type config struct {
 	N, E, Rounds, Changes, Workers int
+	Ns                             []int
+	Backends                       []string
 	Spacing, Cap, Settle, Gap      time.Duration
 	BulkGap                        time.Duration
+	ChurnRate                      float64
+	ChurnDuration                  time.Duration
+	ChurnSample                    int
+	Floors                         bool
+	FloorCap                       time.Duration
 	Quick                          bool
+	Prefix                         string
 	KProxyBin, K8sBin, EchoBin     string
+	BaseBin                        string
 	ResultsDir, What               string
 	Only                           string
+	DumpDir                        string
+	PlotWith                       string
+}
+
+// sectionCfg is one N on one backend: a comparison of its own.
+type sectionCfg struct {
+	N       int    `json:"services"`
+	Backend string `json:"backend"`
 }
 
 func main() {
 	quick := os.Getenv("BENCH_QUICK") == "1"
 	cfg := config{Quick: quick}
 	repo := repoRoot()
-	flag.IntVar(&cfg.N, "n", 1000, "services")
+	var ns, backends string
+	flag.StringVar(&ns, "n", "1000", "services: one N or a comma-separated list (each N is a section of its own)")
 	flag.IntVar(&cfg.E, "e", 5, "endpoints per service")
+	flag.StringVar(&backends, "backends", backendNFT, "iptables backends, comma-separated: nft, legacy (kube-proxy nftables runs with nft only)")
 	flag.IntVar(&cfg.Rounds, "rounds", 2, "rounds (order alternates between rounds)")
 	flag.IntVar(&cfg.Changes, "changes", 20, "single-endpoint changes in the one-change phase")
 	flag.DurationVar(&cfg.Spacing, "spacing", 1500*time.Millisecond, "time between two single-endpoint changes (write to write)")
+	flag.Float64Var(&cfg.ChurnRate, "churn-rate", 100, "endpoint changes per second in the churn phase (0: no churn phase)")
+	flag.DurationVar(&cfg.ChurnDuration, "churn-duration", 60*time.Second, "length of the churn phase")
+	flag.IntVar(&cfg.ChurnSample, "churn-sample", 10, "track the latency of every n-th churn change")
+	flag.BoolVar(&cfg.Floors, "floors", true, "measure the iptables-restore floors (once per N and backend)")
+	flag.DurationVar(&cfg.FloorCap, "floor-cap", 0, "longest one floor restore may take (default -cap)")
 	flag.IntVar(&cfg.Workers, "workers", 16, "parallel API writers")
 	flag.DurationVar(&cfg.Cap, "cap", 15*time.Minute, "longest wait for one phase; a phase past it is reported as > cap")
 	flag.DurationVar(&cfg.Settle, "settle", 2*time.Second, "wait after a phase's goal before reading CPU and RSS (trailing syncs)")
-	flag.DurationVar(&cfg.Gap, "poll-gap", 25*time.Millisecond, "pause between two kernel reads (restart, one change)")
+	flag.DurationVar(&cfg.Gap, "poll-gap", 25*time.Millisecond, "pause between two kernel reads (restart, one change, churn); at least one read's duration for full reads")
 	flag.DurationVar(&cfg.BulkGap, "bulk-poll-gap", 200*time.Millisecond, "pause between two kernel reads during bulk create and delete (the poller competes with the apiserver for the cores)")
+	flag.StringVar(&cfg.Prefix, "prefix", "kpb", "sandbox prefix: network namespaces <prefix>-*, state in /run/kproxy-e2e/<prefix>")
 	flag.StringVar(&cfg.KProxyBin, "kproxy-bin", filepath.Join(repo, "bin", "kproxy"), "kproxy binary")
+	flag.StringVar(&cfg.BaseBin, "kproxy-base-bin", "", "a second kproxy binary (for example the last commit's) run as \"kproxy base\" beside the others: before/after in one run")
 	flag.StringVar(&cfg.K8sBin, "k8s-bin", os.Getenv("KPROXY_K8S_BIN"), "directory with kube-apiserver, etcd, kube-proxy (default: e2e/tools/build-k8s.sh's)")
 	flag.StringVar(&cfg.EchoBin, "echo-bin", filepath.Join(repo, "bin", "echo"), "e2e echo binary (the harness wants it)")
-	flag.StringVar(&cfg.ResultsDir, "results", filepath.Join(repo, "bench", "results"), "where the JSON goes")
+	flag.StringVar(&cfg.ResultsDir, "results", filepath.Join(repo, "bench", "results"), "where the JSON and the PNG go")
 	flag.StringVar(&cfg.What, "what", "", "file name part after the date (default proxies-n<N>[-quick])")
 	flag.StringVar(&cfg.Only, "only", "", "comma-separated proxy names to run (default all)")
+	flag.StringVar(&cfg.DumpDir, "dump-dir", "", "write the node's rules after bulk create there (iptables-save, nft list ruleset)")
+	flag.StringVar(&cfg.PlotWith, "plot-with", "", "comma-separated earlier kpbench JSON files whose sections the plot also shows")
+	plotOnly := flag.String("plot", "", "only draw the plot of these comma-separated JSON files into -plot-out, run nothing")
+	plotOut := flag.String("plot-out", "", "PNG path for -plot")
 	flag.Parse()
+	if *plotOnly != "" {
+		if err := plotFiles(strings.Split(*plotOnly, ","), *plotOut); err != nil {
+			fmt.Fprintf(os.Stderr, "kpbench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if quick {
 		// BENCH_QUICK=1: CI size unless the flags say otherwise.
-		set := map[string]bool{}
-		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		if !set["n"] {
-			cfg.N = 200
+			ns = "200"
 		}
 		if !set["rounds"] {
 			cfg.Rounds = 1
@@ -91,9 +134,33 @@ func main() {
 		if !set["cap"] {
 			cfg.Cap = 60 * time.Second
 		}
+		if !set["churn-duration"] {
+			cfg.ChurnDuration = 10 * time.Second
+		}
+	}
+	if cfg.FloorCap == 0 {
+		cfg.FloorCap = cfg.Cap
+	}
+	for _, f := range strings.Split(ns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "kpbench: -n %q: want positive numbers\n", ns)
+			os.Exit(2)
+		}
+		cfg.Ns = append(cfg.Ns, n)
+	}
+	for _, b := range strings.Split(backends, ",") {
+		cfg.Backends = append(cfg.Backends, strings.TrimSpace(b))
 	}
 	if cfg.What == "" {
-		cfg.What = fmt.Sprintf("proxies-n%d", cfg.N)
+		var parts []string
+		for _, n := range cfg.Ns {
+			parts = append(parts, strconv.Itoa(n))
+		}
+		cfg.What = "proxies-n" + strings.Join(parts, "-")
+		if len(cfg.Backends) > 1 || cfg.Backends[0] != backendNFT {
+			cfg.What += "-" + strings.Join(cfg.Backends, "-")
+		}
 		if quick {
 			cfg.What += "-quick"
 		}
@@ -121,6 +188,9 @@ func run(cfg config) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root (network namespaces, iptables)")
 	}
+	if err := harness.ValidatePrefix(cfg.Prefix); err != nil {
+		return err
+	}
 	if cfg.K8sBin == "" {
 		out, err := exec.Command(filepath.Join(repoRoot(), "e2e", "tools", "build-k8s.sh")).Output()
 		if err != nil {
@@ -129,13 +199,22 @@ func run(cfg config) error {
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		cfg.K8sBin = lines[len(lines)-1]
 	}
-	if cfg.N*cfg.E > 50000 || cfg.Changes > 250 {
-		return fmt.Errorf("n×e ≤ 50000 and changes ≤ 250 (endpoint address plan)")
+	for _, n := range cfg.Ns {
+		if n*cfg.E > 50000 || cfg.Changes > 250 {
+			return fmt.Errorf("n×e ≤ 50000 and changes ≤ 250 (endpoint address plan)")
+		}
+	}
+	if cfg.ChurnRate*cfg.ChurnDuration.Seconds() > maxChurnChanges || cfg.ChurnSample < 1 {
+		return fmt.Errorf("churn: rate × duration ≤ %d (address plan) and -churn-sample ≥ 1", maxChurnChanges)
 	}
 	sel := proxies
+	if cfg.BaseBin != "" {
+		sel = append(slices.Clone(proxies), proxyCfg{Name: "kproxy base", Proxy: harness.ProxyKProxy, Kernel: kernelIPTables, Bin: cfg.BaseBin})
+	}
 	if cfg.Only != "" {
+		all := sel
 		sel = nil
-		for _, p := range proxies {
+		for _, p := range all {
 			if strings.Contains(","+cfg.Only+",", ","+p.Name+",") {
 				sel = append(sel, p)
 			}
@@ -144,61 +223,137 @@ func run(cfg config) error {
 			return fmt.Errorf("-only %q matches no proxy", cfg.Only)
 		}
 	}
+	unlock, err := lockPrefix(cfg.Prefix)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		s := <-sigs
-		logf("%v: cleaning up sandbox %s", s, prefix)
-		_, _ = harness.Cleanup(prefix)
+		logf("%v: cleaning up sandbox %s", s, cfg.Prefix)
+		_, _ = harness.Cleanup(cfg.Prefix)
 		os.Exit(130)
 	}()
+	// What a killed run with this prefix left.
+	if rep, err := harness.Cleanup(cfg.Prefix); err != nil {
+		return fmt.Errorf("cleanup of an earlier run: %w", err)
+	} else if !rep.Empty() {
+		logf("removed what an earlier run left: %v", rep)
+	}
 
 	res := &results{
 		Date:    time.Now().UTC().Format(time.RFC3339),
 		Command: commandLine(),
 		Machine: machine(),
-		Config: map[string]any{"services": cfg.N, "endpointsPerService": cfg.E, "rounds": cfg.Rounds,
+		Config: map[string]any{"services": cfg.Ns, "endpointsPerService": cfg.E, "backends": cfg.Backends, "rounds": cfg.Rounds,
 			"changes": cfg.Changes, "changeSpacing": cfg.Spacing.String(), "workers": cfg.Workers,
+			"churnRate": cfg.ChurnRate, "churnDuration": cfg.ChurnDuration.String(), "churnSample": cfg.ChurnSample,
+			"floors": cfg.Floors, "floorCap": cfg.FloorCap.String(),
 			"phaseCap": cfg.Cap.String(), "settle": cfg.Settle.String(), "pollGap": cfg.Gap.String(), "bulkPollGap": cfg.BulkGap.String(),
-			"quick": cfg.Quick, "nodes": 1, "podsPerNode": 0, "sandbox": "fresh per proxy and round"},
+			"quick": cfg.Quick, "prefix": cfg.Prefix, "nodes": 1, "podsPerNode": 0, "sandbox": "fresh per proxy and round"},
 		Versions: versions(cfg),
-		Proxies:  sel,
 	}
-	logf("kpbench: N=%d E=%d rounds=%d changes=%d (every %v), proxies %d; k8s %s", cfg.N, cfg.E, cfg.Rounds, cfg.Changes, cfg.Spacing, len(sel), cfg.K8sBin)
+	logf("kpbench: N=%v E=%d backends=%v rounds=%d changes=%d (every %v) churn %.0f/s×%v, proxies %d; k8s %s",
+		cfg.Ns, cfg.E, cfg.Backends, cfg.Rounds, cfg.Changes, cfg.Spacing, cfg.ChurnRate, cfg.ChurnDuration, len(sel), cfg.K8sBin)
+	for _, n := range cfg.Ns {
+		for _, backend := range cfg.Backends {
+			sec, err := runSection(cfg, n, backend, sel)
+			if err != nil {
+				return err
+			}
+			res.Sections = append(res.Sections, sec)
+			if err := sec.printTable(os.Stdout, res); err != nil {
+				return err
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		res.Machine["loadavgAtEnd"] = strings.TrimSpace(string(b))
+	}
+	if err := os.MkdirAll(cfg.ResultsDir, 0o755); err != nil {
+		return err
+	}
+	base := filepath.Join(cfg.ResultsDir, time.Now().UTC().Format("2006-01-02")+"-"+cfg.What)
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(base+".json", append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nJSON: %s.json\n", base)
+	files := []string{base + ".json"}
+	if cfg.PlotWith != "" {
+		files = append(files, strings.Split(cfg.PlotWith, ",")...)
+	}
+	if err := plotFiles(files, base+".png"); err != nil {
+		return err
+	}
+	fmt.Printf("PNG: %s.png\n", base)
+	return nil
+}
+
+// runSection runs every round of one N on one backend.
+func runSection(cfg config, n int, backend string, sel []proxyCfg) (*section, error) {
+	env, err := useBackend(backend)
+	if err != nil {
+		return nil, err
+	}
+	defer env.restore()
+	cfg.N = n
+	sc := sectionCfg{N: n, Backend: backend}
+	sec := &section{sectionCfg: sc, IPTables: iptablesVersion(), Floors: map[string]float64{}}
+	for _, p := range sel {
+		if p.Kernel == kernelNFT && backend != backendNFT {
+			continue // nftables mode does not use iptables: once, in the nft section
+		}
+		sec.Proxies = append(sec.Proxies, p)
+	}
+	logf("section N=%d backend=%s (%s): %d proxies", n, backend, sec.IPTables, len(sec.Proxies))
+	if cfg.Floors {
+		capped, err := measureFloors(context.Background(), cfg.Prefix, n, cfg.E, cfg.FloorCap, sec.Floors)
+		if err != nil {
+			return nil, fmt.Errorf("floors: %w", err)
+		}
+		sec.FloorsCapped = capped
+	}
 	for r := 0; r < cfg.Rounds; r++ {
-		order := append([]proxyCfg(nil), sel...)
+		order := append([]proxyCfg(nil), sec.Proxies...)
 		if r%2 == 1 {
 			for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
 				order[i], order[j] = order[j], order[i]
 			}
 		}
 		for pos, p := range order {
-			logf("round %d/%d, %d/%d: %s", r+1, cfg.Rounds, pos+1, len(order), p.Name)
-			rr := runOne(cfg, p)
-			rr.Round, rr.Position = r+1, pos+1
-			res.Runs = append(res.Runs, rr)
+			logf("N=%d %s, round %d/%d, %d/%d: %s", n, backend, r+1, cfg.Rounds, pos+1, len(order), p.Name)
+			rr := runOne(cfg, sc, p, r+1, pos+1)
+			sec.Runs = append(sec.Runs, rr)
 			if rr.Error != "" {
 				logf("  %s: %s", p.Name, rr.Error)
 			}
 		}
 	}
-	res.summarise(sel)
-	if err := res.printTable(os.Stdout, cfg); err != nil {
-		return err
+	sec.summarise()
+	return sec, nil
+}
+
+// lockPrefix makes sure no other kpbench (or a suite that takes the same lock) uses the
+// prefix: a flock on /run/kproxy-e2e/<prefix>.lock, beside the harness's state directories.
+func lockPrefix(prefix string) (func(), error) {
+	if err := os.MkdirAll("/run/kproxy-e2e", 0o755); err != nil {
+		return nil, err
 	}
-	if err := os.MkdirAll(cfg.ResultsDir, 0o755); err != nil {
-		return err
-	}
-	path := filepath.Join(cfg.ResultsDir, time.Now().UTC().Format("2006-01-02")+"-"+cfg.What+".json")
-	b, err := json.MarshalIndent(res, "", "  ")
+	f, err := os.OpenFile(filepath.Join("/run/kproxy-e2e", prefix+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return err
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("prefix %s is in use by another run (%s.lock): %w", prefix, prefix, err)
 	}
-	fmt.Printf("\nJSON: %s\n", path)
-	return nil
+	return func() { _ = f.Close() }, nil
 }
 
 func commandLine() string {
@@ -254,9 +409,15 @@ func versions(cfg config) map[string]string {
 	}
 	v["kproxy"] = first(cfg.KProxyBin, "--version")
 	v["kproxyBinary"] = cfg.KProxyBin
+	if cfg.BaseBin != "" {
+		v["kproxyBase"] = first(cfg.BaseBin, "--version")
+		v["kproxyBaseBinary"] = cfg.BaseBin
+	}
 	v["kube-proxy"] = first(filepath.Join(cfg.K8sBin, "kube-proxy"), "--version")
 	v["kube-apiserver"] = first(filepath.Join(cfg.K8sBin, "kube-apiserver"), "--version")
 	v["iptables"] = first("iptables", "--version")
+	v["iptablesNFT"] = first("iptables-nft", "--version")
+	v["iptablesLegacy"] = first("iptables-legacy", "--version")
 	v["nft"] = first("nft", "--version")
 	v["repo"] = first("git", "-C", repoRoot(), "describe", "--always", "--dirty")
 	return v
@@ -269,9 +430,18 @@ type results struct {
 	Machine  map[string]any    `json:"machine"`
 	Config   map[string]any    `json:"config"`
 	Versions map[string]string `json:"versions"`
-	Proxies  []proxyCfg        `json:"proxies"`
-	Runs     []*runResult      `json:"runs"`
-	Summary  []summaryRow      `json:"summary"`
+	Sections []*section        `json:"sections"`
+}
+
+// section is one N on one backend: its floors, every run and the summary.
+type section struct {
+	sectionCfg
+	IPTables     string             `json:"iptablesVersion"`
+	Proxies      []proxyCfg         `json:"proxies"`
+	Floors       map[string]float64 `json:"floors"`
+	FloorsCapped []string           `json:"floorsCapped,omitempty"`
+	Runs         []*runResult       `json:"runs"`
+	Summary      []summaryRow       `json:"summary"`
 }
 
 // runResult is one proxy in one round, in a fresh sandbox.
@@ -283,11 +453,15 @@ type runResult struct {
 	Capped   []string           `json:"capped,omitempty"` // figures past the cap
 	// ChangeLatenciesMs are the single-endpoint change latencies, in order.
 	ChangeLatenciesMs []float64 `json:"changeLatenciesMs,omitempty"`
-	Restart           struct {
+	// ChurnLatenciesMs are the tracked churn changes' latencies, in order.
+	ChurnLatenciesMs []float64 `json:"churnLatenciesMs,omitempty"`
+	Restart          struct {
 		LinesRemoved, LinesAdded, ObjectsRemoved, ObjectsAdded int
 		Examples                                               []string `json:",omitempty"`
 	} `json:"restartDiff"`
 	Error string `json:"error,omitempty"`
+
+	svcs []*benchService
 }
 
 func round(v float64, digits int) float64 {

@@ -7,63 +7,94 @@ import (
 	"strings"
 )
 
-// rowDef is one figure of the table.
+// rowDef is one figure of the table. Floor, when set, is the floor.* figure the row is
+// compared with (kproxy / floor).
 type rowDef struct {
 	Key, Label, Unit string
 	Digits           int
+	Floor            string
 }
 
 var rows = []rowDef{
-	{"bulk.api_s", "bulk create: API writes done (loader)", "s", 2},
-	{"bulk.programmed_s", "bulk create: first write → all N in kernel", "s", 2},
-	{"bulk.after_api_s", "bulk create: last write → all N in kernel", "s", 2},
-	{"bulk.cpu_s", "bulk create: proxy CPU (self + children)", "s", 2},
-	{"bulk.rss_mb", "bulk create: proxy peak RSS", "MiB", 0},
-	{"warm.healthz_s", "restart, rules kept: start → /healthz 200", "s", 2},
-	{"warm.lines_changed", "restart, rules kept: rule lines changed", "lines", 0},
-	{"warm.objects_changed", "restart, rules kept: nft objects changed", "objs", 0},
-	{"warm.cpu_s", "restart, rules kept: proxy CPU", "s", 2},
-	{"warm.rss_mb", "restart, rules kept: proxy peak RSS", "MiB", 0},
-	{"cold.programmed_s", "restart, rules flushed: start → all N in kernel", "s", 2},
-	{"cold.cpu_s", "restart, rules flushed: proxy CPU", "s", 2},
-	{"cold.rss_mb", "restart, rules flushed: proxy peak RSS", "MiB", 0},
-	{"change.p50_ms", "one change: API write → new DNAT, p50", "ms", 0},
-	{"change.p99_ms", "one change: API write → new DNAT, p99", "ms", 0},
-	{"change.cpu_s", "one change: proxy CPU over the phase", "s", 2},
-	{"change.rss_mb", "one change: proxy peak RSS", "MiB", 0},
-	{"delete.api_s", "bulk delete: API deletes done", "s", 2},
-	{"delete.removed_s", "bulk delete: first delete → all rules gone", "s", 2},
-	{"delete.after_api_s", "bulk delete: last delete → all rules gone", "s", 2},
-	{"delete.cpu_s", "bulk delete: proxy CPU", "s", 2},
-	{"poll.mean_ms", "kernel read (one poll), mean", "ms", 0},
-	{"sandbox.start_s", "fresh sandbox start (etcd, apiserver, node, proxy)", "s", 2},
-	{"sandbox.cleanup_s", "sandbox cleanup", "s", 2},
+	{Key: "bulk.api_s", Label: "bulk create: API writes done (loader)", Unit: "s", Digits: 2},
+	{Key: "bulk.programmed_s", Label: "bulk create: first write → all N in kernel", Unit: "s", Digits: 2},
+	{Key: "bulk.after_api_s", Label: "bulk create: last write → all N in kernel", Unit: "s", Digits: 2, Floor: "floor.batched_s"},
+	{Key: "bulk.cpu_s", Label: "bulk create: proxy CPU (self + children)", Unit: "s", Digits: 2},
+	{Key: "bulk.rss_mb", Label: "bulk create: proxy peak RSS", Unit: "MiB"},
+	{Key: "read.idle_ms", Label: "kernel read of the whole table, idle (median of 3)", Unit: "ms", Floor: "floor.save_nat_ms"},
+	{Key: "warm.healthz_s", Label: "restart, rules kept: start → /healthz 200", Unit: "s", Digits: 2},
+	{Key: "warm.synced_s", Label: "restart, rules kept: start → first sync done (proxy's metric)", Unit: "s", Digits: 2},
+	{Key: "warm.lines_changed", Label: "restart, rules kept: rule lines changed", Unit: "lines"},
+	{Key: "warm.objects_changed", Label: "restart, rules kept: nft objects changed", Unit: "objs"},
+	{Key: "warm.cpu_s", Label: "restart, rules kept: proxy CPU", Unit: "s", Digits: 2},
+	{Key: "warm.rss_mb", Label: "restart, rules kept: proxy peak RSS", Unit: "MiB"},
+	{Key: "cold.programmed_s", Label: "restart, rules flushed: start → all N in kernel", Unit: "s", Digits: 2, Floor: "floor.batched_s"},
+	{Key: "cold.cpu_s", Label: "restart, rules flushed: proxy CPU", Unit: "s", Digits: 2},
+	{Key: "cold.rss_mb", Label: "restart, rules flushed: proxy peak RSS", Unit: "MiB"},
+	{Key: "change.p50_ms", Label: "one change: API write → new DNAT, p50", Unit: "ms", Floor: "floor.one_service_ms"},
+	{Key: "change.p99_ms", Label: "one change: API write → new DNAT, p99", Unit: "ms", Floor: "floor.one_service_ms"},
+	{Key: "change.cpu_s", Label: "one change: proxy CPU over the phase", Unit: "s", Digits: 2},
+	{Key: "change.rss_mb", Label: "one change: proxy peak RSS", Unit: "MiB"},
+	{Key: "churn.rate_per_s", Label: "churn: endpoint changes written per s", Unit: "/s", Digits: 1},
+	{Key: "churn.write_lag_p99_ms", Label: "churn: write start behind schedule, p99", Unit: "ms"},
+	{Key: "churn.p50_ms", Label: "churn: API write → new DNAT, p50 (sampled)", Unit: "ms", Floor: "floor.one_service_ms"},
+	{Key: "churn.p99_ms", Label: "churn: API write → new DNAT, p99 (sampled)", Unit: "ms", Floor: "floor.one_service_ms"},
+	{Key: "churn.max_ms", Label: "churn: API write → new DNAT, max (sampled)", Unit: "ms"},
+	{Key: "churn.superseded", Label: "churn: tracked changes superseded before seen", Unit: "count"},
+	{Key: "churn.p99_first_third_ms", Label: "churn: p99 over the first third of the phase", Unit: "ms"},
+	{Key: "churn.p99_last_third_ms", Label: "churn: p99 over the last third of the phase", Unit: "ms"},
+	{Key: "churn.kept_up", Label: "churn: kept up (1 = yes: latency did not grow, all seen)", Unit: "bool"},
+	{Key: "churn.drain_s", Label: "churn: last write → whole state in kernel", Unit: "s", Digits: 2},
+	{Key: "churn.drain_read_ms", Label: "churn: duration of the whole-table read that saw it", Unit: "ms"},
+	{Key: "churn.cpu_s", Label: "churn: proxy CPU over the phase", Unit: "s", Digits: 2},
+	{Key: "churn.rss_mb", Label: "churn: proxy peak RSS", Unit: "MiB"},
+	{Key: "delete.api_s", Label: "bulk delete: API deletes done", Unit: "s", Digits: 2},
+	{Key: "delete.removed_s", Label: "bulk delete: first delete → all rules gone", Unit: "s", Digits: 2},
+	{Key: "delete.after_api_s", Label: "bulk delete: last delete → all rules gone", Unit: "s", Digits: 2},
+	{Key: "delete.cpu_s", Label: "bulk delete: proxy CPU", Unit: "s", Digits: 2},
+	{Key: "poll.full_mean_ms", Label: "poller: whole-table read, mean", Unit: "ms"},
+	{Key: "poll.vips_mean_ms", Label: "poller: service-rules read, mean", Unit: "ms"},
+	{Key: "poll.endpoint_mean_ms", Label: "poller: one-service read, mean", Unit: "ms"},
+	{Key: "sandbox.start_s", Label: "fresh sandbox start (etcd, apiserver, node, proxy)", Unit: "s", Digits: 2},
+	{Key: "sandbox.cleanup_s", Label: "sandbox cleanup", Unit: "s", Digits: 2},
+}
+
+// floorRows are the floors, shown under the table.
+var floorRows = []rowDef{
+	{Key: "floor.one_piece_s", Label: "every chain in one iptables-restore, empty tables", Unit: "s", Digits: 2},
+	{Key: "floor.batched_s", Label: "kproxy's first-sync restores (100 services each, then shared chains), empty tables", Unit: "s", Digits: 2},
+	{Key: "floor.one_service_ms", Label: "one service's chains rewritten, whole load in place (median of 5)", Unit: "ms", Digits: 1},
+	{Key: "floor.save_nat_ms", Label: "iptables-save -t nat of that table (median of 3)", Unit: "ms"},
 }
 
 // noRatio: figures of the instrument, not of the proxy.
-var noRatio = map[string]bool{"bulk.api_s": true, "delete.api_s": true, "poll.mean_ms": true,
-	"sandbox.start_s": true, "sandbox.cleanup_s": true}
+var noRatio = map[string]bool{"bulk.api_s": true, "delete.api_s": true, "poll.full_mean_ms": true,
+	"poll.vips_mean_ms": true, "poll.endpoint_mean_ms": true, "sandbox.start_s": true, "sandbox.cleanup_s": true,
+	"churn.rate_per_s": true, "churn.write_lag_p99_ms": true, "churn.kept_up": true, "churn.superseded": true,
+	"churn.drain_read_ms": true}
 
 // summaryRow is one figure: per proxy the median over rounds, and per upstream proxy the
-// median over rounds of the per-round ratio kproxy / upstream.
+// median over rounds of the per-round ratio kproxy / upstream, and kproxy / floor.
 type summaryRow struct {
-	Key     string               `json:"key"`
-	Label   string               `json:"label"`
-	Unit    string               `json:"unit"`
-	Median  map[string]float64   `json:"median"`
-	Rounds  map[string]int       `json:"rounds"`
-	Capped  map[string]bool      `json:"capped,omitempty"`
-	Ratio   map[string]float64   `json:"ratioKProxyOver,omitempty"`
-	AllRuns map[string][]float64 `json:"allRounds"`
+	Key        string               `json:"key"`
+	Label      string               `json:"label"`
+	Unit       string               `json:"unit"`
+	Median     map[string]float64   `json:"median"`
+	Rounds     map[string]int       `json:"rounds"`
+	Capped     map[string]bool      `json:"capped,omitempty"`
+	Ratio      map[string]float64   `json:"ratioKProxyOver,omitempty"`
+	FloorKey   string               `json:"floor,omitempty"`
+	FloorRatio float64              `json:"ratioKProxyOverFloor,omitempty"`
+	AllRuns    map[string][]float64 `json:"allRounds"`
 }
 
-func (r *results) summarise(sel []proxyCfg) {
+func (sec *section) summarise() {
 	for _, d := range rows {
 		s := summaryRow{Key: d.Key, Label: d.Label, Unit: d.Unit, Median: map[string]float64{},
 			Rounds: map[string]int{}, Capped: map[string]bool{}, Ratio: map[string]float64{}, AllRuns: map[string][]float64{}}
-		for _, p := range sel {
+		for _, p := range sec.Proxies {
 			var xs []float64
-			for _, run := range r.Runs {
+			for _, run := range sec.Runs {
 				if run.Proxy != p.Name {
 					continue
 				}
@@ -82,18 +113,12 @@ func (r *results) summarise(sel []proxyCfg) {
 				s.AllRuns[p.Name] = xs
 			}
 		}
-		if !noRatio[d.Key] {
-			for _, p := range sel[1:] {
-				if sel[0].Name != "kproxy" {
-					break
-				}
+		if !noRatio[d.Key] && len(sec.Proxies) > 0 && sec.Proxies[0].Name == "kproxy" {
+			for _, p := range sec.Proxies[1:] {
 				var ratios []float64
-				for round := 1; ; round++ {
-					k, okk := figure(r.Runs, "kproxy", round, d.Key)
-					u, oku := figure(r.Runs, p.Name, round, d.Key)
-					if !okk && !oku && !roundExists(r.Runs, round) {
-						break
-					}
+				for round := 1; roundExists(sec.Runs, round); round++ {
+					k, okk := figure(sec.Runs, "kproxy", round, d.Key)
+					u, oku := figure(sec.Runs, p.Name, round, d.Key)
 					if okk && oku && u > 0 {
 						ratios = append(ratios, k/u)
 					}
@@ -103,7 +128,13 @@ func (r *results) summarise(sel []proxyCfg) {
 				}
 			}
 		}
-		r.Summary = append(r.Summary, s)
+		if f, ok := sec.Floors[d.Floor]; ok && f > 0 {
+			if k, ok := s.Median["kproxy"]; ok {
+				s.FloorKey = d.Floor
+				s.FloorRatio = math.Round(k/f*100) / 100
+			}
+		}
+		sec.Summary = append(sec.Summary, s)
 	}
 }
 
@@ -126,16 +157,22 @@ func figure(runs []*runResult, proxy string, round int, key string) (float64, bo
 	return 0, false
 }
 
-func (r *results) printTable(out io.Writer, cfg config) error {
+// printTable writes the section's table (Markdown).
+func (sec *section) printTable(out io.Writer, res *results) error {
 	var b strings.Builder
 	w := &b
-	names := make([]string, 0, len(r.Proxies))
-	for _, p := range r.Proxies {
+	names := make([]string, 0, len(sec.Proxies))
+	for _, p := range sec.Proxies {
 		names = append(names, p.Name)
 	}
-	fmt.Fprintf(w, "\nkpbench: %d services × %d endpoints, %d round(s), 1 node; median over rounds; ratio = median of per-round kproxy/upstream\n",
-		cfg.N, cfg.E, cfg.Rounds)
-	fmt.Fprintf(w, "machine: %v CPUs, kernel %v, %v GiB; %s; %s\n\n", r.Machine["nproc"], r.Machine["kernel"], r.Machine["memoryGiB"], r.Versions["kube-proxy"], r.Versions["iptables"])
+	rounds := 0
+	for _, r := range sec.Runs {
+		rounds = max(rounds, r.Round)
+	}
+	fmt.Fprintf(w, "\n### N = %d services × %v endpoints, iptables backend %s, %d round(s)\n\n", sec.N,
+		res.Config["endpointsPerService"], sec.Backend, rounds)
+	fmt.Fprintf(w, "%s; %v; machine: %v CPUs (shared), kernel %v, load average %v at start. Median over rounds; ratio = median of per-round kproxy/upstream; floor: below.\n\n",
+		sec.IPTables, res.Versions["kube-proxy"], res.Machine["nproc"], res.Machine["kernel"], res.Machine["loadavgAtStart"])
 	hdr := []string{"figure", "unit"}
 	hdr = append(hdr, names...)
 	var ups []string
@@ -145,10 +182,14 @@ func (r *results) printTable(out io.Writer, cfg config) error {
 			hdr = append(hdr, "kproxy/"+strings.TrimPrefix(n, "kube-proxy "))
 		}
 	}
+	hdr = append(hdr, "kproxy/floor")
 	fmt.Fprintf(w, "| %s |\n", strings.Join(hdr, " | "))
 	fmt.Fprintf(w, "|%s\n", strings.Repeat(" --- |", len(hdr)))
 	for i, d := range rows {
-		s := r.Summary[i]
+		s := sec.Summary[i]
+		if len(s.Median) == 0 && len(s.Capped) == 0 {
+			continue
+		}
 		cells := []string{d.Label, d.Unit}
 		for _, n := range names {
 			switch v, ok := s.Median[n]; {
@@ -167,13 +208,41 @@ func (r *results) printTable(out io.Writer, cfg config) error {
 				cells = append(cells, "–")
 			}
 		}
+		if s.FloorKey != "" {
+			cells = append(cells, fmt.Sprintf("%.2f", s.FloorRatio))
+		} else {
+			cells = append(cells, "–")
+		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 	}
-	for _, run := range r.Runs {
+	if len(sec.Floors) > 0 || len(sec.FloorsCapped) > 0 {
+		fmt.Fprintf(w, "\nFloors (iptables-restore of the rules kproxy writes for this load, no proxy, %v nat chains, in a namespace of their own):\n\n",
+			sec.Floors["floor.nat_chains"])
+		fmt.Fprintf(w, "| floor | unit | value |\n| --- | --- | --- |\n")
+		for _, d := range floorRows {
+			v, ok := sec.Floors[d.Key]
+			switch {
+			case contains(sec.FloorsCapped, d.Key):
+				fmt.Fprintf(w, "| %s | %s | > cap (%v) |\n", d.Label, d.Unit, res.Config["floorCap"])
+			case ok:
+				fmt.Fprintf(w, "| %s | %s | %.*f |\n", d.Label, d.Unit, d.Digits, v)
+			}
+		}
+	}
+	for _, run := range sec.Runs {
 		if run.Error != "" {
 			fmt.Fprintf(w, "\nround %d %s: %s\n", run.Round, run.Proxy, run.Error)
 		}
 	}
 	_, err := io.WriteString(out, b.String())
 	return err
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

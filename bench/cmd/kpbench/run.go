@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kproxy/kproxy/e2e/harness"
@@ -43,13 +47,13 @@ func (p phase) end(rr *runResult, name string) error {
 	return nil
 }
 
-func runOne(cfg config, p proxyCfg) *runResult {
-	rr := &runResult{Proxy: p.Name, Figures: map[string]float64{}}
-	if err := runPhases(cfg, p, rr); err != nil {
+func runOne(cfg config, sec sectionCfg, p proxyCfg, roundNo, position int) *runResult {
+	rr := &runResult{Proxy: p.Name, Round: roundNo, Position: position, Figures: map[string]float64{}}
+	if err := runPhases(cfg, sec, p, rr); err != nil {
 		rr.Error = err.Error()
 	}
 	t0 := time.Now()
-	rep, err := harness.Cleanup(prefix)
+	rep, err := harness.Cleanup(cfg.Prefix)
 	rr.Figures["sandbox.cleanup_s"] = round(time.Since(t0).Seconds(), 2)
 	if err != nil {
 		logf("  cleanup: %v (%v)", err, rep)
@@ -57,18 +61,25 @@ func runOne(cfg config, p proxyCfg) *runResult {
 	return rr
 }
 
-func runPhases(cfg config, p proxyCfg, rr *runResult) error {
+func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	ctx := context.Background()
 	t0 := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	bin := cfg.KProxyBin
+	if p.Bin != "" {
+		bin = p.Bin
+	}
 	c, err := harness.Start(sctx, harness.Options{
-		Prefix: prefix, Nodes: 1, PodsPerNode: 0, Proxy: p.Proxy, ProxyBin: cfg.KProxyBin,
+		Prefix: cfg.Prefix, Nodes: 1, PodsPerNode: 0, Proxy: p.Proxy, ProxyBin: bin,
 		ProxyArgs: p.Args, K8sBin: cfg.K8sBin, EchoBin: cfg.EchoBin,
 		Logf: func(string, ...any) {},
 	})
 	cancel()
 	if c != nil {
 		defer c.Close()
+		if cfg.DumpDir != "" {
+			defer keepLog(cfg, sec, p, rr, c.ProxyLog(c.Nodes[0]))
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("sandbox: %w", err)
@@ -82,13 +93,20 @@ func runPhases(cfg config, p proxyCfg, rr *runResult) error {
 	if err := c.EnsureNamespace(ctx, benchNS); err != nil {
 		return err
 	}
-	ps := &pollStats{}
-	defer func() { rr.Figures["poll.mean_ms"] = round(ps.meanMs(), 1); rr.Figures["poll.count"] = float64(ps.N) }()
+	ps := &probeStats{}
+	defer func() {
+		rr.Figures["poll.full_mean_ms"] = round(ps.full.meanMs(), 1)
+		rr.Figures["poll.full_count"] = float64(ps.full.N)
+		rr.Figures["poll.vips_mean_ms"] = round(ps.vips.meanMs(), 1)
+		rr.Figures["poll.endpoint_mean_ms"] = round(ps.endpoint.meanMs(), 1)
+	}()
 	pid, err := proxyPid(c.State, node)
 	if err != nil {
 		return err
 	}
 	capped := func(name string) { rr.Capped = append(rr.Capped, name) }
+	allVIPs := func(st state) bool { return programmedVIPs(st, rr.svcs) == len(rr.svcs) }
+	allIn := func(st state) bool { return programmed(st, rr.svcs) == cfg.N }
 
 	// 1. Bulk create.
 	ph, err := beginPhase(pid)
@@ -96,20 +114,19 @@ func runPhases(cfg config, p proxyCfg, rr *runResult) error {
 		return err
 	}
 	tLoad := time.Now()
-	var svcs []*benchService
 	loadDone := make(chan error, 1)
 	var tLoaded time.Time
 	go func() {
 		var err error
-		svcs, err = load(ctx, cs, cfg.N, cfg.E, cfg.Workers)
+		rr.svcs, err = load(ctx, cs, cfg.N, cfg.E, cfg.Workers)
 		tLoaded = time.Now()
 		loadDone <- err
 	}()
-	// The expected set is known only once the Services have their ClusterIPs: poll the
-	// endpoint count until the load is written, then the full condition.
+	// The expected set is known only once the Services have their ClusterIPs: wait for the
+	// loader (reading the VIPs meanwhile), then for the full condition.
 	var loadErr error
 	loaded := false
-	res, err := pollUntil(ctx, node, p.Kernel, cfg.BulkGap, cfg.Cap, ps, func(st state) bool {
+	res, err := pollVIPsThenAll(ctx, node, p.Kernel, cfg.BulkGap, cfg.Cap, ps, func(st state) bool {
 		if !loaded {
 			select {
 			case loadErr = <-loadDone:
@@ -118,17 +135,18 @@ func runPhases(cfg config, p proxyCfg, rr *runResult) error {
 				return false
 			}
 		}
-		if loadErr != nil {
-			return true
-		}
-		return programmed(st, svcs) == cfg.N
-	})
+		return loadErr != nil || allVIPs(st)
+	}, func(st state) bool { return loadErr != nil || allIn(st) })
 	if err != nil {
 		return fmt.Errorf("bulk create poll: %w", err)
+	}
+	if !loaded {
+		loadErr = <-loadDone
 	}
 	if loadErr != nil {
 		return fmt.Errorf("bulk create: %w", loadErr)
 	}
+	svcs := rr.svcs
 	rr.Figures["bulk.api_s"] = round(tLoaded.Sub(tLoad).Seconds(), 2)
 	if res.Capped {
 		capped("bulk.programmed_s")
@@ -136,10 +154,21 @@ func runPhases(cfg config, p proxyCfg, rr *runResult) error {
 	}
 	rr.Figures["bulk.programmed_s"] = round(res.At.Sub(tLoad).Seconds(), 2)
 	rr.Figures["bulk.after_api_s"] = round(res.At.Sub(tLoaded).Seconds(), 2)
-	logf("  bulk create: API %.2fs, programmed %.2fs", rr.Figures["bulk.api_s"], rr.Figures["bulk.programmed_s"])
+	logf("  bulk create: API %.2fs, programmed %.2fs (last write → all %.2fs)", rr.Figures["bulk.api_s"],
+		rr.Figures["bulk.programmed_s"], rr.Figures["bulk.after_api_s"])
 	time.Sleep(cfg.Settle)
 	if err := ph.end(rr, "bulk"); err != nil {
 		return err
+	}
+	if d, err := idleRead(ctx, node, p.Kernel, 3); err == nil {
+		rr.Figures["read.idle_ms"] = round(float64(d.Microseconds())/1000, 1)
+	} else {
+		return err
+	}
+	if cfg.DumpDir != "" {
+		if err := dumpRules(ctx, cfg, sec, p, node); err != nil {
+			return err
+		}
 	}
 
 	// 2a. Restart with the rules present.
@@ -159,6 +188,17 @@ func runPhases(cfg config, p proxyCfg, rr *runResult) error {
 		return err
 	}
 	ph = phase{pid: pid} // a new process: CPU from its start
+	// The snapshot must come after the restarted proxy's first sync, whatever its /healthz
+	// said (kube-proxy answers 200 before it): its sync timestamp metric tells when.
+	synced, err := waitFirstSync(ctx, node, tStart, cfg.Cap)
+	if err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	if synced.IsZero() {
+		capped("warm.synced_s")
+		return fmt.Errorf("restart: no sync within %v", cfg.Cap)
+	}
+	rr.Figures["warm.synced_s"] = round(synced.Sub(tStart).Seconds(), 2)
 	time.Sleep(cfg.Settle + time.Second)
 	after, err := takeSnapshot(ctx, node, p.Kernel)
 	if err != nil {
@@ -171,7 +211,9 @@ func runPhases(cfg config, p proxyCfg, rr *runResult) error {
 	rr.Restart.ObjectsRemoved, rr.Restart.ObjectsAdded = diffCount(before.handles, after.handles)
 	rr.Restart.Examples = diffExamples(before.lines, after.lines, 6)
 	rr.Figures["warm.lines_changed"] = float64(rr.Restart.LinesRemoved + rr.Restart.LinesAdded)
-	rr.Figures["warm.objects_changed"] = float64(rr.Restart.ObjectsRemoved + rr.Restart.ObjectsAdded)
+	if sec.Backend != backendLegacy || p.Kernel == kernelNFT {
+		rr.Figures["warm.objects_changed"] = float64(rr.Restart.ObjectsRemoved + rr.Restart.ObjectsAdded)
+	}
 	st, err := readState(ctx, node, p.Kernel)
 	if err != nil {
 		return err
@@ -187,13 +229,13 @@ func runPhases(cfg config, p proxyCfg, rr *runResult) error {
 	if err := c.StopProxy(c.Nodes[0]); err != nil {
 		return err
 	}
-	if _, err := harness.Exec(ctx, node, "nft", "flush", "ruleset"); err != nil {
+	if err := flushRules(ctx, node, sec.Backend); err != nil {
 		return err
 	}
 	tStart = time.Now()
 	started := make(chan error, 1)
 	go func() { started <- c.StartProxy(ctx, c.Nodes[0]) }()
-	res, err = pollUntil(ctx, node, p.Kernel, cfg.Gap, cfg.Cap, ps, func(st state) bool { return programmed(st, svcs) == cfg.N })
+	res, err = pollVIPsThenAll(ctx, node, p.Kernel, cfg.Gap, cfg.Cap, ps, allVIPs, allIn)
 	if serr := <-started; serr != nil {
 		return fmt.Errorf("cold restart: %w", serr)
 	}
@@ -214,8 +256,12 @@ func runPhases(cfg config, p proxyCfg, rr *runResult) error {
 		return err
 	}
 
-	// 3. One change at a time.
+	// 3. One change at a time, read from that service's chains only.
 	if ph, err = beginPhase(pid); err != nil {
+		return err
+	}
+	probe, err := newEndpointProbe(ctx, node, p.Kernel)
+	if err != nil {
 		return err
 	}
 	for k := 0; k < cfg.Changes; k++ {
@@ -225,7 +271,7 @@ func runPhases(cfg config, p proxyCfg, rr *runResult) error {
 		if err := changeEndpoint(ctx, cs, s, addr); err != nil {
 			return err
 		}
-		res, err := pollUntil(ctx, node, p.Kernel, cfg.Gap, cfg.Cap, ps, func(st state) bool { return st.eps[addr] })
+		res, err := pollEndpoint(ctx, probe, s, addr, cfg.Gap, cfg.Cap, &ps.endpoint)
 		if err != nil {
 			return fmt.Errorf("one change poll: %w", err)
 		}
@@ -246,7 +292,24 @@ func runPhases(cfg config, p proxyCfg, rr *runResult) error {
 		return err
 	}
 
-	// 4. Bulk delete (also the cost of reusing a sandbox between proxies).
+	// 4. Churn.
+	if cfg.ChurnRate > 0 && cfg.ChurnDuration > 0 {
+		if ph, err = beginPhase(pid); err != nil {
+			return err
+		}
+		if err := runChurn(ctx, cfg, cs, node, p.Kernel, svcs, ps, rr); err != nil {
+			return err
+		}
+		logf("  churn %.0f/s × %v: p50 %.0fms p99 %.0fms max %.0fms (%d tracked, %d superseded), drain %.2fs, kept up %v",
+			cfg.ChurnRate, cfg.ChurnDuration, rr.Figures["churn.p50_ms"], rr.Figures["churn.p99_ms"], rr.Figures["churn.max_ms"],
+			int(rr.Figures["churn.tracked"]), int(rr.Figures["churn.superseded"]), rr.Figures["churn.drain_s"], rr.Figures["churn.kept_up"] == 1)
+		time.Sleep(cfg.Settle)
+		if err := ph.end(rr, "churn"); err != nil {
+			return err
+		}
+	}
+
+	// 5. Bulk delete.
 	if ph, err = beginPhase(pid); err != nil {
 		return err
 	}
@@ -256,14 +319,16 @@ func runPhases(cfg config, p proxyCfg, rr *runResult) error {
 	}
 	tDeleted := time.Now()
 	rr.Figures["delete.api_s"] = round(tDeleted.Sub(tDel).Seconds(), 2)
-	res, err = pollUntil(ctx, node, p.Kernel, cfg.BulkGap, cfg.Cap, ps, func(st state) bool {
-		for _, s := range svcs {
-			if !s.gone(st) {
-				return false
+	res, err = pollVIPsThenAll(ctx, node, p.Kernel, cfg.BulkGap, cfg.Cap, ps,
+		func(st state) bool { return programmedVIPs(st, svcs) == 0 },
+		func(st state) bool {
+			for _, s := range svcs {
+				if !s.gone(st) {
+					return false
+				}
 			}
-		}
-		return true
-	})
+			return true
+		})
 	if err != nil {
 		return fmt.Errorf("bulk delete poll: %w", err)
 	}
@@ -276,6 +341,40 @@ func runPhases(cfg config, p proxyCfg, rr *runResult) error {
 	logf("  bulk delete: API %.2fs, rules gone %.2fs", rr.Figures["delete.api_s"], rr.Figures["delete.removed_s"])
 	time.Sleep(cfg.Settle)
 	return ph.end(rr, "delete")
+}
+
+// pollEndpoint probes one service's chains until addr is one of its endpoints.
+func pollEndpoint(ctx context.Context, probe *endpointProbe, s *benchService, addr string, gap, capd time.Duration, ps *pollStats) (pollResult, error) {
+	deadline := time.Now().Add(capd)
+	for {
+		t0 := time.Now()
+		ok, err := probe.has(ctx, s, addr)
+		t1 := time.Now()
+		ps.add(t1.Sub(t0))
+		if err != nil {
+			return pollResult{}, err
+		}
+		if ok {
+			return pollResult{At: t0.Add(t1.Sub(t0) / 2), Start: t0, End: t1}, nil
+		}
+		if t1.After(deadline) {
+			return pollResult{Capped: true}, nil
+		}
+		if err := sleepCtx(ctx, gap); err != nil {
+			return pollResult{}, err
+		}
+	}
+}
+
+// programmedVIPs counts the services of the load whose ClusterIP has a service rule in st.
+func programmedVIPs(st state, svcs []*benchService) int {
+	n := 0
+	for _, s := range svcs {
+		if st.vips[s.vip] {
+			n++
+		}
+	}
+	return n
 }
 
 // diffExamples returns up to n lines of each side of a set difference, for the record.
@@ -302,4 +401,78 @@ func diffExamples(a, b map[string]bool, n int) []string {
 	}
 	out = append(out, rm...)
 	return append(out, add...)
+}
+
+// dumpRules writes the node's rules to -dump-dir: iptables-save (every table) and nft list
+// ruleset.
+func dumpRules(ctx context.Context, cfg config, sec sectionCfg, p proxyCfg, node string) error {
+	if err := os.MkdirAll(cfg.DumpDir, 0o755); err != nil {
+		return err
+	}
+	base := filepath.Join(cfg.DumpDir, fmt.Sprintf("%s-%s-n%d", strings.ReplaceAll(p.Name, " ", "-"), sec.Backend, cfg.N))
+	for ext, args := range map[string][]string{"iptables-save": {"iptables-save"}, "nft": {"nft", "list", "ruleset"}} {
+		out, err := harness.Exec(ctx, node, args...)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(base+"."+ext+".txt", []byte(out), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keepLog copies the proxy's log to -dump-dir before the sandbox is removed.
+func keepLog(cfg config, sec sectionCfg, p proxyCfg, rr *runResult, path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		logf("  keep log: %v", err)
+		return
+	}
+	name := fmt.Sprintf("%s-%s-n%d-r%d.log", strings.ReplaceAll(p.Name, " ", "-"), sec.Backend, cfg.N, rr.Round)
+	if err := os.WriteFile(filepath.Join(cfg.DumpDir, name), b, 0o644); err != nil {
+		logf("  keep log: %v", err)
+	}
+}
+
+// waitFirstSync polls the proxy's metrics until kubeproxy_sync_proxy_rules_last_timestamp_seconds
+// (kproxy and kube-proxy both export it) is after since; it returns that time, zero after capd.
+// The proxy's word, used only to choose when to read the kernel.
+func waitFirstSync(ctx context.Context, node string, since time.Time, capd time.Duration) (time.Time, error) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", harness.MetricsPort)
+	deadline := time.Now().Add(capd)
+	for time.Now().Before(deadline) {
+		code, body, err := harness.HTTPGet(ctx, node, url)
+		if err == nil && code == 200 {
+			if t := lastSyncMetric(body); t.After(since) {
+				return t, nil
+			}
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return time.Time{}, nil
+}
+
+// lastSyncMetric is the latest kubeproxy_sync_proxy_rules_last_timestamp_seconds in a metrics
+// page, with or without labels (ip_family); zero when absent.
+func lastSyncMetric(body string) time.Time {
+	var last time.Time
+	for _, l := range strings.Split(body, "\n") {
+		rest, ok := strings.CutPrefix(l, "kubeproxy_sync_proxy_rules_last_timestamp_seconds")
+		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil && v > 0 {
+			if t := time.Unix(0, int64(v*1e9)); t.After(last) {
+				last = t
+			}
+		}
+	}
+	return last
 }

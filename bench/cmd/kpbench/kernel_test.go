@@ -1,0 +1,58 @@
+package main
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/kproxy/kproxy/iptables"
+	iptproxy "github.com/kproxy/kproxy/iptables/proxy"
+)
+
+// The one-service probe computes kube-proxy's chain names itself; they must be the ones
+// kproxy's renderer writes for the load.
+func TestProbeChainNamesMatchRenderer(t *testing.T) {
+	in, names := floorInput(3, 2)
+	rules := iptproxy.Render(in)
+	for i, nn := range names {
+		s := &benchService{name: nn.Name}
+		var chains []iptables.Chain
+		for _, c := range rules.NAT {
+			if c.Service == nn {
+				chains = append(chains, c.Chain)
+			}
+		}
+		if !slices.Contains(chains, iptables.Chain(svcChain(s))) {
+			t.Errorf("%s: %s not among the rendered chains %v", nn, svcChain(s), chains)
+		}
+		ep := netip.AddrPortFrom(endpointAddr(i*2), targetPort).String()
+		if !slices.Contains(chains, iptables.Chain(sepChain(s, ep))) {
+			t.Errorf("%s: %s (%s) not among the rendered chains %v", nn, sepChain(s, ep), ep, chains)
+		}
+	}
+}
+
+func TestChurnAddresses(t *testing.T) {
+	lastLoad := endpointAddr(50000 - 1)
+	if first := churnAddr(0); first.Compare(lastLoad) <= 0 {
+		t.Errorf("first churn address %s is inside the load (ends at %s)", first, lastLoad)
+	}
+	if last, change := churnAddr(maxChurnChanges-1), changeAddr(0); last.Compare(change) >= 0 {
+		t.Errorf("last churn address %s reaches the one-change addresses (%s)", last, change)
+	}
+}
+
+func TestLastSyncMetric(t *testing.T) {
+	body := "# HELP kubeproxy_sync_proxy_rules_last_timestamp_seconds x\n" +
+		"kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"} 1.7e+09\n" +
+		"kubeproxy_sync_proxy_rules_last_timestamp_seconds_other 2e+09\n"
+	if got := lastSyncMetric(body); got.Unix() != 1700000000 {
+		t.Errorf("labelled: %v", got)
+	}
+	if got := lastSyncMetric("kubeproxy_sync_proxy_rules_last_timestamp_seconds 1.8e+09\n"); got.Unix() != 1800000000 {
+		t.Errorf("plain: %v", got)
+	}
+	if got := lastSyncMetric("nothing 1\n"); !got.IsZero() {
+		t.Errorf("absent: %v", got)
+	}
+}
