@@ -6,6 +6,8 @@
 #   make build       bin/kproxy, bin/echo, bin/sandbox
 #   make vm-test     IPVS/ipset tests inside a qemu VM (the host kernel has no IPVS)
 #   make lint        gofmt, go vet, golangci-lint
+#   make conformance MODE=iptables   upstream sig-network e2e specs on two real nodes (kubelet,
+#                    containerd), kproxy and upstream kube-proxy side by side (e2e/conformance/)
 
 SHELL        := /bin/bash
 export GOTOOLCHAIN := local
@@ -20,8 +22,13 @@ IS_ROOT      := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 # Debian packages the kernel-facing tiers need (command → package).
 DEB_TOOLS    := iptables:iptables iptables-restore:iptables ipset:ipset ipvsadm:ipvsadm \
                 conntrack:conntrack ip:iproute2 nsenter:util-linux curl:curl
+# Debian packages of the real-node conformance tier: the container runtime, and the tools its
+# images copy from this machine (OpenBSD nc, dig, socat, a static busybox).
+CONFORMANCE_DEB := containerd runc netcat-openbsd bind9-dnsutils socat busybox-static openssl bash wget
+MODE         ?= iptables
 
-.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e bench test lint demo demo-down clean
+.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e bench test lint demo demo-down clean \
+        conformance-deps conformance conformance-quick conformance-down
 
 all: build
 
@@ -40,6 +47,29 @@ deps:
 	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$(echo $$missing | tr ' ' '\n' | sort -u) >/dev/null; \
 	else echo "deps: iptables, ipset, ipvsadm, conntrack, iproute2, curl present"; fi
 
+# conformance-deps installs the conformance tier's Debian packages, only those missing.
+conformance-deps:
+	@missing=""; for pkg in $(CONFORMANCE_DEB); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$(IS_ROOT)" != yes ]; then echo "conformance-deps: missing$$missing; run as root"; exit 1; fi; \
+	  echo "conformance-deps: installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "conformance-deps: $(CONFORMANCE_DEB) present"; fi
+
+# conformance runs the upstream [sig-network] Services and Conformance specs (e2e.test of the
+# pinned Kubernetes version) on two real nodes, with kproxy and then upstream kube-proxy in
+# MODE, and prints one table; results in e2e/conformance/results/latest/. MODE=ipvs needs an
+# IPVS kernel (not this host's). conformance-quick: the Services [Conformance] specs, kproxy only.
+conformance: deps conformance-deps build
+	e2e/conformance/conformance.sh --mode $(MODE) --set full
+
+conformance-quick: deps conformance-deps build
+	e2e/conformance/conformance.sh --mode iptables --set quick --proxies kproxy
+
+conformance-down:
+	e2e/conformance/down.sh
+
 # k8s builds kube-apiserver, etcd, kubectl and upstream kube-proxy once per version.
 k8s:
 	@e2e/tools/build-k8s.sh >/dev/null && echo "k8s: binaries in $$(e2e/tools/build-k8s.sh 2>/dev/null | tail -1)"
@@ -56,7 +86,8 @@ netns: deps
 vm-test:
 	e2e/vm/vm-test.sh
 
-# vm-e2e runs kproxy --mode=ipvs inside the VM against the real apiserver on the host.
+# vm-e2e runs kproxy inside the VM against the real apiserver on the host: the same traffic
+# scenarios in ipvs, iptables and ipvs mode again.
 vm-e2e: deps k8s
 	KPROXY_K8S_BIN=$$(e2e/tools/build-k8s.sh 2>/dev/null | tail -1) e2e/vm/ipvs-e2e.sh
 
@@ -71,6 +102,7 @@ ifeq ($(IS_ROOT),yes)
 	$(MAKE) --no-print-directory vm-test
 	$(MAKE) --no-print-directory e2e
 	$(MAKE) --no-print-directory vm-e2e
+	$(MAKE) --no-print-directory conformance-quick
 else
 	@echo "test: not root: skipped the kernel contract and end-to-end tiers (run 'sudo make test')"
 endif

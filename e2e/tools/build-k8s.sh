@@ -2,7 +2,13 @@
 # Builds kube-apiserver, kube-proxy, kubectl (from the k8s.io/kubernetes module) and etcd
 # (from go.etcd.io/etcd/server/v3) of one pinned version into a version-keyed cache:
 #   $KPROXY_CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VER/bin/{kube-apiserver,kube-proxy,kubectl,etcd}
-# Skips every binary that is already there. Prints the bin directory on its last line.
+# Extra binaries of the same Kubernetes version, named as arguments, go to the same directory
+# (the real-node conformance tier asks for them):
+#   kubelet kube-controller-manager kube-scheduler   (cmd/...)
+#   e2e.test                                          (go test -c k8s.io/kubernetes/test/e2e)
+#   agnhost                                           (test/images/agnhost, static, for an image)
+# Skips every binary that is already there. Prints progress on stderr and the bin directory on
+# its last line of stdout.
 #
 # Why a scratch module: k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces
 # them with ./staging/src/...; a dependency's replaces are ignored, so `go install` cannot work.
@@ -16,10 +22,23 @@ BIN=$OUT/bin
 mkdir -p "$BIN"
 export GOCACHE=$KPROXY_CACHE/gocache-k8s GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN=local
 
+# pkgpath prints the import path a binary is built from.
+pkgpath() {
+  case $1 in
+    kube-apiserver|kube-proxy|kubectl|kubelet|kube-controller-manager|kube-scheduler) echo "k8s.io/kubernetes/cmd/$1" ;;
+    e2e.test) echo k8s.io/kubernetes/test/e2e ;;
+    agnhost) echo k8s.io/kubernetes/test/images/agnhost ;;
+    *) echo "build-k8s: unknown binary $1" >&2; return 1 ;;
+  esac
+}
+
 want=()
-for b in kube-apiserver kube-proxy kubectl; do [[ -x $BIN/$b ]] || want+=("$b"); done
+for b in kube-apiserver kube-proxy kubectl "$@"; do
+  pkgpath "$b" >/dev/null
+  [[ -x $BIN/$b ]] || want+=("$b")
+done
 if [[ ${#want[@]} -gt 0 ]]; then
-  echo "build-k8s: building ${want[*]} $K8S_VERSION (cold: about 5 minutes on 2 cores)" >&2
+  echo "build-k8s: building ${want[*]} $K8S_VERSION (cold: about 5 minutes on 2 cores for the first, e2e.test 3 more)" >&2
   MOD=$OUT/k8smod; rm -rf "$MOD"; mkdir -p "$MOD"
   KMOD=$(cd / && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
   minorpatch=${K8S_VERSION#v1.}
@@ -42,7 +61,11 @@ if [[ ${#want[@]} -gt 0 ]]; then
   done
   for b in "${want[@]}"; do
     s=$SECONDS
-    (cd "$MOD" && go build -trimpath -ldflags "-s -w$ldx" -o "$BIN/$b.tmp" "k8s.io/kubernetes/cmd/$b")
+    if [[ $b == e2e.test ]]; then
+      (cd "$MOD" && go test -c -trimpath -ldflags "-s -w$ldx" -o "$BIN/$b.tmp" "$(pkgpath "$b")")
+    else
+      (cd "$MOD" && go build -trimpath -ldflags "-s -w$ldx" -o "$BIN/$b.tmp" "$(pkgpath "$b")")
+    fi
     mv "$BIN/$b.tmp" "$BIN/$b"
     echo "build-k8s: $b built in $((SECONDS - s))s" >&2
   done

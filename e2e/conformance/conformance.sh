@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# make conformance: builds what is missing, brings up real nodes (up.sh), runs the upstream
+# sig-network specs (run.sh) with kproxy and then with upstream kube-proxy in the same mode on
+# the same nodes (proxy.sh switches), prints the table (report) and tears everything down
+# (down.sh), on failure and on Ctrl-C too.
+#
+# Usage: conformance.sh [--mode iptables|ipvs] [--set full|quick] [--proxies "kproxy kube-proxy"]
+# Results: e2e/conformance/results/<mode>-<set>-<time>/{<proxy>/junit_01.xml,<proxy>/e2e.log,
+#          table.md, logs/} and results/latest → it. Exit status 1 when kproxy failed a spec
+#          the other proxies passed (or, run alone, any spec). KPC_KEEP=1 leaves the cluster up.
+set -euo pipefail
+. "$(cd "$(dirname "$0")" && pwd)/env.sh"
+MODE=iptables SET=full PROXIES="kproxy kube-proxy"
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --mode) MODE=$2; shift 2 ;;
+    --set) SET=$2; shift 2 ;;
+    --proxies) PROXIES=$2; shift 2 ;;
+    *) echo "usage: $0 [--mode iptables|ipvs] [--set full|quick] [--proxies \"kproxy kube-proxy\"]" >&2; exit 64 ;;
+  esac
+done
+if [[ $MODE == ipvs ]] && ! grep -q ip_vs /proc/modules 2>/dev/null && [[ ! -d /proc/sys/net/ipv4/vs ]]; then
+  cat >&2 <<'EOT'
+conformance: this kernel has no IPVS, so MODE=ipvs cannot run here. The real-node tier needs
+two containerds, two kubelets, the control plane and e2e.test inside the IPVS VM (make vm-test's
+qemu, no KVM); see e2e/conformance/README.md, "IPVS mode".
+EOT
+  exit 2
+fi
+T0=$SECONDS
+RESULTS=$CONF_DIR/results/$MODE-$SET-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$RESULTS"
+ln -sfn "$(basename "$RESULTS")" "$CONF_DIR/results/latest"
+finish() {
+  local rc=$?
+  trap - EXIT INT TERM
+  mkdir -p "$RESULTS/logs"; cp -r "$STATE/log/." "$RESULTS/logs/" 2>/dev/null || true
+  if [[ -z ${KPC_KEEP:-} ]]; then "$CONF_DIR/down.sh" || true; else log "KPC_KEEP: the cluster stays up; remove it with $CONF_DIR/down.sh"; fi
+  log "total $((SECONDS - T0))s; results in $RESULTS"
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+"$CONF_DIR/down.sh"          # what a killed earlier run left
+"$CONF_DIR/up.sh" --proxy none
+cols=()
+for p in $PROXIES; do
+  "$CONF_DIR/proxy.sh" "$p" "$MODE"
+  "$CONF_DIR/run.sh" "$SET" "$RESULTS/$p" || true
+  cols+=("$p=$RESULTS/$p/junit_01.xml")
+done
+go run -C "$REPO" ./e2e/conformance/report -o "$RESULTS/table.md" "${cols[@]}"
