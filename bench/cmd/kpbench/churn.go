@@ -47,15 +47,11 @@ type churnChange struct {
 	superseded  bool
 }
 
-func runChurn(ctx context.Context, cfg config, cs kubernetes.Interface, node, kind string, svcs []*benchService,
-	ps *probeStats, rr *runResult) error {
+func runChurn(ctx context.Context, cfg config, cs kubernetes.Interface, node, kind string, probe *endpointProbe,
+	svcs []*benchService, ps *probeStats, rr *runResult) error {
 	total := int(cfg.ChurnRate * cfg.ChurnDuration.Seconds())
 	if total <= 0 {
 		return nil
-	}
-	probe, err := newEndpointProbe(ctx, node, kind)
-	if err != nil {
-		return err
 	}
 	interval := time.Duration(float64(time.Second) / cfg.ChurnRate)
 	changes := make([]*churnChange, total)
@@ -124,15 +120,16 @@ func runChurn(ctx context.Context, cfg config, cs kubernetes.Interface, node, ki
 				mu.Unlock()
 				for _, c := range pending {
 					t0 := time.Now()
-					ok, err := probe.has(ctx, c.svc, c.addr)
-					t1 := time.Now()
-					ps.endpoint.add(t1.Sub(t0))
+					at, ok, err := probe.seen(ctx, c.svc, c.addr)
+					if probe.monitor == nil {
+						ps.endpoint.add(time.Since(t0))
+					}
 					if err != nil {
 						return err
 					}
 					if ok {
 						mu.Lock()
-						c.seen = t0.Add(t1.Sub(t0) / 2)
+						c.seen = at
 						mu.Unlock()
 					}
 				}

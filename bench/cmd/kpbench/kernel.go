@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"io"
+	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kproxy/kproxy/e2e/harness"
@@ -137,63 +141,159 @@ func hash16(s string) string {
 	return base32.StdEncoding.EncodeToString(h[:])[:16]
 }
 
-// endpointProbe reads the kernel state of one service only: whether addr is one of its
-// programmed endpoints. For iptables: the service's KUBE-SVC chain jumps to the endpoint's
-// KUBE-SEP chain and that chain DNATs to addr (two chain listings in one exec). For nftables:
-// the service chain's endpoint map goes to the endpoint chain "endpoint-…__ip/port" (nft
-// accepts the map only if that chain exists, in the same transaction). At 10,000 services
-// this costs milliseconds where readState costs a second or more.
+// endpointProbe tells when addr became one of service S's programmed endpoints, from the
+// kernel.
+//
+// Everything on nf_tables (kube-proxy's nftables mode, and iptables-nft) is observed through
+// the kernel's commit notifications (nft monitor, one process for the run's one-change and
+// churn phases): the time is when the first "add" of a rule or element holding addr arrived:
+// "dnat to ip:port" (an iptables-nft KUBE-SEP rule, committed in the same restore as the
+// KUBE-SVC jump to it), "ip . port" (kube-proxy nftables' numgen DNAT map) or an endpoint
+// chain "…__ip/port". Reading the service's chain instead costs 50 ms at 1,000 services and
+// seconds at 10,000 with nft (nft 1.0.6 fetches the elements of every anonymous map first),
+// and polling it costs resolution: one method for all proxies keeps the comparison fair.
+//
+// With iptables-legacy (no notifications) it reads that service's chains only: its KUBE-SVC
+// chain must jump to the endpoint's KUBE-SEP chain and that chain must DNAT to addr (two
+// chain listings in one exec). The time is the midpoint of the read that saw it.
 type endpointProbe struct {
 	node, kind string
-	// nftChains is each VIP's nftables service chain (nftables only), from one readState
-	// before the phase.
-	nftChains map[string]string
+	monitor    *nftMonitor
 }
 
-func newEndpointProbe(ctx context.Context, node, kind string) (*endpointProbe, error) {
+func newEndpointProbe(ctx context.Context, node, kind, backend string) (*endpointProbe, error) {
 	p := &endpointProbe{node: node, kind: kind}
-	if kind == kernelNFT {
-		out, err := nftList(ctx, node, "map", "ip", "kube-proxy", "service-ips")
+	if kind == kernelNFT || backend == backendNFT {
+		m, err := startNFTMonitor(ctx, node)
 		if err != nil {
 			return nil, err
 		}
-		p.nftChains = map[string]string{}
-		for _, m := range nftVIP.FindAllStringSubmatch(out, -1) {
-			p.nftChains[m[1]] = m[2]
-		}
+		p.monitor = m
 	}
 	return p, nil
 }
 
-// has reports whether addr ("ip:port") is programmed as an endpoint of s.
-func (p *endpointProbe) has(ctx context.Context, s *benchService, addr string) (bool, error) {
-	switch p.kind {
-	case kernelIPTables:
+// close stops the monitor, if any.
+func (p *endpointProbe) close() {
+	if p.monitor != nil {
+		p.monitor.stop()
+	}
+}
+
+// seen reports whether addr ("ip:port") is programmed as an endpoint of s and since when (or
+// at least when it was read so).
+func (p *endpointProbe) seen(ctx context.Context, s *benchService, addr string) (time.Time, bool, error) {
+	switch {
+	case p.monitor != nil:
+		at, ok := p.monitor.firstAdd(addr)
+		return at, ok, nil
+	case p.kind == kernelIPTables:
 		svc, sep := svcChain(s), sepChain(s, addr)
 		script := fmt.Sprintf("iptables -w -t nat -S %s 2>/dev/null; echo ==; iptables -w -t nat -S %s 2>/dev/null; true", svc, sep)
+		t0 := time.Now()
 		out, err := harness.Exec(ctx, p.node, "sh", "-c", script)
+		t1 := time.Now()
 		if err != nil {
-			return false, err
+			return time.Time{}, false, err
 		}
 		svcPart, sepPart, _ := strings.Cut(out, "==\n")
-		return strings.Contains(svcPart, "-j "+sep+"\n") && strings.Contains(sepPart, "--to-destination "+addr+"\n"), nil
-	case kernelNFT:
-		chain, ok := p.nftChains[s.vip]
-		if !ok {
-			return false, fmt.Errorf("no nftables service chain known for %s", s.vip)
-		}
-		out, err := nftList(ctx, p.node, "chain", "ip", "kube-proxy", chain)
-		if err != nil {
-			return false, err
-		}
-		// kube-proxy's nftables mode DNATs in the service chain through a numgen map
-		// ("100.64.10.5 . 8080") or, when it needs per-endpoint rules (affinity, hairpin
-		// masquerade), goes to an endpoint chain "endpoint-…__100.64.10.5/8080" (which nft
-		// accepts only if it exists, in the same transaction).
-		ip, port, _ := strings.Cut(addr, ":")
-		return strings.Contains(out, " "+ip+" . "+port) || strings.Contains(out, "__"+ip+"/"+port), nil
+		ok := strings.Contains(svcPart, "-j "+sep+"\n") && strings.Contains(sepPart, "--to-destination "+addr+"\n")
+		return t0.Add(t1.Sub(t0) / 2), ok, nil
 	}
-	return false, fmt.Errorf("kernel kind %q", p.kind)
+	return time.Time{}, false, fmt.Errorf("kernel kind %q", p.kind)
+}
+
+// nftMonitor runs nft monitor in the node's namespace and keeps, for every "ip:port" it saw
+// in an "add" notification, when it first arrived.
+type nftMonitor struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	adds map[string]time.Time
+	// marker is the table kpbench adds to know the monitor is listening.
+	marker string
+	ready  chan struct{}
+	done   chan struct{}
+}
+
+var (
+	nftMapEP   = regexp.MustCompile(`(\d+\.\d+\.\d+\.\d+) \. (\d+)\b`)
+	nftChainEP = regexp.MustCompile(`__(\d+\.\d+\.\d+\.\d+)/(\d+)\b`)
+	nftDNATTo  = regexp.MustCompile(`dnat to (\d+\.\d+\.\d+\.\d+):(\d+)\b`)
+)
+
+// startNFTMonitor starts nft monitor and returns once it reports kernel events: it adds and
+// deletes a table of its own until the monitor prints it (nft loads the ruleset first: about
+// 20 s at 10,000 services).
+func startNFTMonitor(ctx context.Context, node string) (*nftMonitor, error) {
+	m := &nftMonitor{adds: map[string]time.Time{}, marker: "kpbench-monitor-ready",
+		ready: make(chan struct{}), done: make(chan struct{})}
+	m.cmd = exec.CommandContext(ctx, "nsenter", "--net="+harness.NetnsPath(node), "--", "stdbuf", "-oL", "nft", "monitor")
+	out, err := m.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := m.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("nft monitor: %w", err)
+	}
+	go m.read(out)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		_, _ = harness.Exec(ctx, node, "nft", "add", "table", "ip", m.marker)
+		_, _ = harness.Exec(ctx, node, "nft", "delete", "table", "ip", m.marker)
+		select {
+		case <-m.ready:
+			return m, nil
+		case <-m.done:
+			return nil, fmt.Errorf("nft monitor ended before it was ready")
+		case <-time.After(time.Second):
+		}
+		if time.Now().After(deadline) {
+			m.stop()
+			return nil, fmt.Errorf("nft monitor not ready within 2m")
+		}
+	}
+}
+
+func (m *nftMonitor) read(r io.Reader) {
+	defer close(m.done)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	readyOnce := sync.Once{}
+	for sc.Scan() {
+		now := time.Now()
+		line := sc.Text()
+		if !strings.HasPrefix(line, "add ") {
+			continue
+		}
+		if strings.Contains(line, m.marker) {
+			readyOnce.Do(func() { close(m.ready) })
+			continue
+		}
+		m.mu.Lock()
+		for _, re := range []*regexp.Regexp{nftMapEP, nftChainEP, nftDNATTo} {
+			for _, g := range re.FindAllStringSubmatch(line, -1) {
+				if k := g[1] + ":" + g[2]; m.adds[k].IsZero() {
+					m.adds[k] = now
+				}
+			}
+		}
+		m.mu.Unlock()
+	}
+}
+
+func (m *nftMonitor) firstAdd(addr string) (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at, ok := m.adds[addr]
+	return at, ok
+}
+
+func (m *nftMonitor) stop() {
+	if m.cmd.Process != nil {
+		_ = m.cmd.Process.Kill()
+	}
+	<-m.done
+	_ = m.cmd.Wait()
 }
 
 // programmed counts the services of the load whose ClusterIP and every endpoint are in st.

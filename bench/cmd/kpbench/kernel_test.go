@@ -3,7 +3,9 @@ package main
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/kproxy/kproxy/iptables"
 	iptproxy "github.com/kproxy/kproxy/iptables/proxy"
@@ -54,5 +56,26 @@ func TestLastSyncMetric(t *testing.T) {
 	}
 	if got := lastSyncMetric("nothing 1\n"); !got.IsZero() {
 		t.Errorf("absent: %v", got)
+	}
+}
+
+func TestMonitorLines(t *testing.T) {
+	m := &nftMonitor{adds: map[string]time.Time{}, marker: "kpbench-monitor-ready", ready: make(chan struct{}), done: make(chan struct{})}
+	lines := "add table ip kpbench-monitor-ready\n" +
+		"add rule ip nat KUBE-SEP-ABC meta l4proto tcp counter packets 0 bytes 0 dnat to 100.64.240.1:8080\n" +
+		"add rule ip kube-proxy service-X meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 100.64.240.2 . 8080, 1 : 100.64.10.1 . 8080 }\n" +
+		"delete rule ip nat KUBE-SEP-DEF handle 7 dnat to 100.64.240.3:8080\n" +
+		"add rule ip nat KUBE-SVC-X comment \"kpb/svc -> 100.64.240.4:8080\" counter jump KUBE-SEP-Y\n"
+	m.read(strings.NewReader(lines))
+	select {
+	case <-m.ready:
+	default:
+		t.Error("the marker table did not make the monitor ready")
+	}
+	for addr, want := range map[string]bool{"100.64.240.1:8080": true, "100.64.240.2:8080": true,
+		"100.64.10.1:8080": true, "100.64.240.3:8080": false, "100.64.240.4:8080": false} {
+		if _, ok := m.firstAdd(addr); ok != want {
+			t.Errorf("%s seen = %v, want %v", addr, ok, want)
+		}
 	}
 }

@@ -260,10 +260,11 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	if ph, err = beginPhase(pid); err != nil {
 		return err
 	}
-	probe, err := newEndpointProbe(ctx, node, p.Kernel)
+	probe, err := newEndpointProbe(ctx, node, p.Kernel, sec.Backend)
 	if err != nil {
 		return err
 	}
+	defer probe.close()
 	for k := 0; k < cfg.Changes; k++ {
 		s := svcs[(k*cfg.N/cfg.Changes+k)%cfg.N]
 		addr := netip.AddrPortFrom(changeAddr(k), targetPort).String()
@@ -297,7 +298,7 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 		if ph, err = beginPhase(pid); err != nil {
 			return err
 		}
-		if err := runChurn(ctx, cfg, cs, node, p.Kernel, svcs, ps, rr); err != nil {
+		if err := runChurn(ctx, cfg, cs, node, p.Kernel, probe, svcs, ps, rr); err != nil {
 			return err
 		}
 		logf("  churn %.0f/s × %v: p50 %.0fms p99 %.0fms max %.0fms (%d tracked, %d superseded), drain %.2fs, kept up %v",
@@ -343,19 +344,24 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	return ph.end(rr, "delete")
 }
 
-// pollEndpoint probes one service's chains until addr is one of its endpoints.
+// pollEndpoint waits until addr is one of s's endpoints in the kernel (endpointProbe).
 func pollEndpoint(ctx context.Context, probe *endpointProbe, s *benchService, addr string, gap, capd time.Duration, ps *pollStats) (pollResult, error) {
 	deadline := time.Now().Add(capd)
+	if probe.monitor != nil {
+		gap = 5 * time.Millisecond // a map lookup, not a kernel read
+	}
 	for {
 		t0 := time.Now()
-		ok, err := probe.has(ctx, s, addr)
+		at, ok, err := probe.seen(ctx, s, addr)
 		t1 := time.Now()
-		ps.add(t1.Sub(t0))
+		if probe.monitor == nil {
+			ps.add(t1.Sub(t0))
+		}
 		if err != nil {
 			return pollResult{}, err
 		}
 		if ok {
-			return pollResult{At: t0.Add(t1.Sub(t0) / 2), Start: t0, End: t1}, nil
+			return pollResult{At: at, Start: t0, End: t1}, nil
 		}
 		if t1.After(deadline) {
 			return pollResult{Capped: true}, nil
