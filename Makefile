@@ -21,13 +21,13 @@ GOLANGCI     := $(KPROXY_CACHE)/tools/golangci-lint-$(GOLANGCI_VERSION)/golangci
 IS_ROOT      := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 # Debian packages the kernel-facing tiers need (command → package).
 DEB_TOOLS    := iptables:iptables iptables-restore:iptables ipset:ipset ipvsadm:ipvsadm \
-                conntrack:conntrack ip:iproute2 nsenter:util-linux curl:curl
+                conntrack:conntrack nft:nftables ip:iproute2 nsenter:util-linux curl:curl
 # Debian packages of the real-node conformance tier: the container runtime, and the tools its
 # images copy from this machine (OpenBSD nc, dig, socat, a static busybox).
 CONFORMANCE_DEB := containerd runc netcat-openbsd bind9-dnsutils socat busybox-static openssl bash wget
 MODE         ?= iptables
 
-.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e bench test lint demo demo-down clean \
+.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e bench bench-ipvs test lint demo demo-down clean \
         conformance-deps conformance conformance-quick conformance-down
 
 all: build
@@ -45,7 +45,7 @@ deps:
 	  if [ "$(IS_ROOT)" != yes ]; then echo "deps: missing$$missing; run 'make deps' as root"; exit 1; fi; \
 	  echo "deps: installing$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$(echo $$missing | tr ' ' '\n' | sort -u) >/dev/null; \
-	else echo "deps: iptables, ipset, ipvsadm, conntrack, iproute2, curl present"; fi
+	else echo "deps: iptables, ipset, ipvsadm, conntrack, nftables, iproute2, curl present"; fi
 
 # conformance-deps installs the conformance tier's Debian packages, only those missing.
 conformance-deps:
@@ -122,8 +122,15 @@ lint: $(GOLANGCI)
 # bench runs kproxy and upstream kube-proxy (iptables, nftables) side by side; BENCH_QUICK=1
 # for a short run, BENCH_ARGS for flags (-n, -rounds). Results in bench/results/.
 bench: deps build k8s
-	$(GO) build -o bin/kpbench ./bench/cmd/kpbench
+	CGO_ENABLED=0 $(GO) build -o bin/kpbench ./bench/cmd/kpbench
 	bin/kpbench -kproxy-bin $(CURDIR)/bin/kproxy -echo-bin $(CURDIR)/bin/echo \
+	  -k8s-bin $$(e2e/tools/build-k8s.sh 2>/dev/null | tail -1) $(BENCH_ARGS)
+
+# bench-ipvs runs kproxy --mode=ipvs and upstream kube-proxy --proxy-mode=ipvs side by side in the
+# IPVS VM (e2e/vm; the host kernel has no IPVS); kpbench is static: it also runs in the VM.
+bench-ipvs: deps build k8s
+	CGO_ENABLED=0 $(GO) build -o bin/kpbench ./bench/cmd/kpbench
+	bin/kpbench -mode ipvs -kproxy-bin $(CURDIR)/bin/kproxy -echo-bin $(CURDIR)/bin/echo \
 	  -k8s-bin $$(e2e/tools/build-k8s.sh 2>/dev/null | tail -1) $(BENCH_ARGS)
 
 demo: deps build k8s

@@ -650,6 +650,11 @@ type kernelMonitor struct {
 
 func startKernelMonitor(t *testing.T, n *harness.Node) *kernelMonitor {
 	t.Helper()
+	for _, tool := range []string{"nft", "ip", "bridge"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed: run 'make deps' (it installs nftables and iproute2)", tool)
+		}
+	}
 	m := &kernelMonitor{}
 	for _, args := range [][]string{
 		{"nft", "monitor", "ruleset"},

@@ -72,6 +72,10 @@ type config struct {
 	Only                           string
 	DumpDir                        string
 	PlotWith                       string
+	// -mode ipvs (ipvs.go): the VM's memory and timeout
+	Mode      string
+	VMMem     string
+	VMTimeout time.Duration
 }
 
 // sectionCfg is one N on one backend: a comparison of its own.
@@ -111,6 +115,10 @@ func main() {
 	flag.StringVar(&cfg.Only, "only", "", "comma-separated proxy names to run (default all)")
 	flag.StringVar(&cfg.DumpDir, "dump-dir", "", "write the node's rules after bulk create there (iptables-save, nft list ruleset)")
 	flag.StringVar(&cfg.PlotWith, "plot-with", "", "comma-separated earlier kpbench JSON files whose sections the plot also shows")
+	flag.StringVar(&cfg.Mode, "mode", "iptables", "iptables: kproxy against kube-proxy iptables and nftables on the host; ipvs: kproxy against kube-proxy ipvs in the IPVS VM (e2e/vm)")
+	flag.StringVar(&cfg.VMMem, "vm-mem", "3G", "-mode ipvs: the VM's memory (qemu -m)")
+	flag.DurationVar(&cfg.VMTimeout, "vm-timeout", 90*time.Minute, "-mode ipvs: longest the whole VM run may take")
+	guest := flag.Bool("ipvs-guest", false, "internal: the guest half of -mode ipvs, inside the VM")
 	plotOnly := flag.String("plot", "", "only draw the plot of these comma-separated JSON files into -plot-out, run nothing")
 	plotOut := flag.String("plot-out", "", "PNG path for -plot")
 	flag.Parse()
@@ -138,6 +146,13 @@ func main() {
 			cfg.ChurnDuration = 10 * time.Second
 		}
 	}
+	if cfg.Mode != "iptables" && cfg.Mode != "ipvs" {
+		fmt.Fprintf(os.Stderr, "kpbench: -mode %q: want iptables or ipvs\n", cfg.Mode)
+		os.Exit(2)
+	}
+	if cfg.Mode == "ipvs" && !set["prefix"] {
+		cfg.Prefix = "kpbv"
+	}
 	if cfg.FloorCap == 0 {
 		cfg.FloorCap = cfg.Cap
 	}
@@ -152,6 +167,23 @@ func main() {
 	for _, b := range strings.Split(backends, ",") {
 		cfg.Backends = append(cfg.Backends, strings.TrimSpace(b))
 	}
+	if *guest {
+		if err := ipvsGuest(cfg); err != nil {
+			fmt.Fprintf(os.Stderr, "kpbench guest: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if cfg.What == "" && cfg.Mode == "ipvs" {
+		var parts []string
+		for _, n := range cfg.Ns {
+			parts = append(parts, strconv.Itoa(n))
+		}
+		cfg.What = "ipvs-n" + strings.Join(parts, "-")
+		if quick {
+			cfg.What += "-quick"
+		}
+	}
 	if cfg.What == "" {
 		var parts []string
 		for _, n := range cfg.Ns {
@@ -165,7 +197,11 @@ func main() {
 			cfg.What += "-quick"
 		}
 	}
-	if err := run(cfg); err != nil {
+	runFn := run
+	if cfg.Mode == "ipvs" {
+		runFn = runIPVS
+	}
+	if err := runFn(cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "kpbench: %v\n", err)
 		os.Exit(1)
 	}
@@ -191,13 +227,8 @@ func run(cfg config) error {
 	if err := harness.ValidatePrefix(cfg.Prefix); err != nil {
 		return err
 	}
-	if cfg.K8sBin == "" {
-		out, err := exec.Command(filepath.Join(repoRoot(), "e2e", "tools", "build-k8s.sh")).Output()
-		if err != nil {
-			return fmt.Errorf("e2e/tools/build-k8s.sh: %w (or pass -k8s-bin)", err)
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		cfg.K8sBin = lines[len(lines)-1]
+	if err := resolveK8sBin(&cfg); err != nil {
+		return err
 	}
 	for _, n := range cfg.Ns {
 		if n*cfg.E > 50000 || cfg.Changes > 250 {
@@ -272,6 +303,25 @@ func run(cfg config) error {
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		res.Machine["loadavgAtEnd"] = strings.TrimSpace(string(b))
 	}
+	return writeResults(cfg, res)
+}
+
+// resolveK8sBin sets cfg.K8sBin to build-k8s.sh's directory when not given.
+func resolveK8sBin(cfg *config) error {
+	if cfg.K8sBin != "" {
+		return nil
+	}
+	out, err := exec.Command(filepath.Join(repoRoot(), "e2e", "tools", "build-k8s.sh")).Output()
+	if err != nil {
+		return fmt.Errorf("e2e/tools/build-k8s.sh: %w (or pass -k8s-bin)", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	cfg.K8sBin = lines[len(lines)-1]
+	return nil
+}
+
+// writeResults writes <results>/<date>-<what>.json and the plot beside it.
+func writeResults(cfg config, res *results) error {
 	if err := os.MkdirAll(cfg.ResultsDir, 0o755); err != nil {
 		return err
 	}

@@ -18,12 +18,13 @@ import (
 // panelDef is one panel: the figure of each proxy, and the floor under it.
 type panelDef struct {
 	title, key, floor string
+	ipvsFloor         string  // the floor of IPVS-mode sections
 	scale             float64 // figure value × scale = plotted value (seconds)
 }
 
 var panels = []panelDef{
-	{title: "cold start: start -> all N in kernel (s)", key: "cold.programmed_s", floor: "floor.batched_s", scale: 1},
-	{title: "bulk create: last write -> all N in kernel (s)", key: "bulk.after_api_s", floor: "floor.batched_s", scale: 1},
+	{title: "cold start: start -> all N in kernel (s)", key: "cold.programmed_s", floor: "floor.batched_s", ipvsFloor: "floor.ipvs_s", scale: 1},
+	{title: "bulk create: last write -> all N in kernel (s)", key: "bulk.after_api_s", floor: "floor.batched_s", ipvsFloor: "floor.ipvs_s", scale: 1},
 	{title: "one change: API write -> new DNAT, p50 (s)", key: "change.p50_ms", floor: "floor.one_service_ms", scale: 0.001},
 	{title: "churn: API write -> new DNAT, p99 (s)", key: "churn.p99_ms", floor: "floor.one_service_ms", scale: 0.001},
 }
@@ -63,7 +64,7 @@ func plotFiles(files []string, out string) error {
 // seriesName is a proxy on a backend ("kproxy", "kproxy [legacy]"); kube-proxy nftables does
 // not use iptables.
 func seriesName(proxy, backend string) string {
-	if backend == backendNFT || proxy == "kube-proxy nftables" {
+	if backend == backendNFT || proxy == "kube-proxy nftables" || proxy == "kube-proxy ipvs" {
 		return proxy
 	}
 	return proxy + " [" + backend + "]"
@@ -85,7 +86,11 @@ func collect(secs []*section, p panelDef) (map[string][]point, map[string][]poin
 				series[name] = append(series[name], point{float64(sec.N), v * p.scale})
 			}
 		}
-		if v, ok := sec.Floors[p.floor]; ok && v > 0 {
+		floorKey := p.floor
+		if sec.Backend == backendIPVS {
+			floorKey = p.ipvsFloor
+		}
+		if v, ok := sec.Floors[floorKey]; ok && v > 0 {
 			name := "floor [" + sec.Backend + "]"
 			floors[name] = append(floors[name], point{float64(sec.N), v * p.scale})
 		}

@@ -67,6 +67,46 @@ var floorRows = []rowDef{
 	{Key: "floor.save_nat_ms", Label: "iptables-save -t nat of that table (median of 3)", Unit: "ms"},
 }
 
+// ipvsRows are the IPVS mode's figures (ipvs_guest.go), read in the VM.
+var ipvsRows = []rowDef{
+	{Key: "start.healthz_s", Label: "start, no services: → /healthz 200", Unit: "s", Digits: 2},
+	{Key: "bulk.api_s", Label: "bulk create: API writes done (loader, on the host)", Unit: "s", Digits: 2},
+	{Key: "bulk.programmed_s", Label: "bulk create: load request → all N in IPVS", Unit: "s", Digits: 2},
+	{Key: "bulk.after_api_s", Label: "bulk create: loader's reply → all N in IPVS", Unit: "s", Digits: 2, Floor: "floor.ipvs_s"},
+	{Key: "bulk.cpu_s", Label: "bulk create: proxy CPU (self + children)", Unit: "s", Digits: 2},
+	{Key: "bulk.rss_mb", Label: "bulk create: proxy peak RSS", Unit: "MiB"},
+	{Key: "read.idle_ms", Label: "read of /proc/net/ip_vs, idle (median of 3)", Unit: "ms"},
+	{Key: "warm.quiet_s", Label: "restart, state kept: bulk create done → state stable (2 s apart) before the stop", Unit: "s", Digits: 2},
+	{Key: "warm.healthz_s", Label: "restart, state kept: start → /healthz 200", Unit: "s", Digits: 2},
+	{Key: "warm.synced_s", Label: "restart, state kept: start → first sync done (proxy's metric)", Unit: "s", Digits: 2},
+	{Key: "warm.ipvs_changed", Label: "restart, state kept: ipvsadm -Sn lines changed", Unit: "lines"},
+	{Key: "warm.ipset_changed", Label: "restart, state kept: ipset save lines changed", Unit: "lines"},
+	{Key: "warm.iptables_changed", Label: "restart, state kept: iptables-save lines changed (both families)", Unit: "lines"},
+	{Key: "warm.addrs_changed", Label: "restart, state kept: kube-ipvs0 addresses changed", Unit: "addrs"},
+	{Key: "warm.cpu_s", Label: "restart, state kept: proxy CPU", Unit: "s", Digits: 2},
+	{Key: "warm.rss_mb", Label: "restart, state kept: proxy peak RSS", Unit: "MiB"},
+	{Key: "cold.programmed_s", Label: "restart, kernel flushed: start → all N in IPVS", Unit: "s", Digits: 2, Floor: "floor.ipvs_s"},
+	{Key: "cold.cpu_s", Label: "restart, kernel flushed: proxy CPU", Unit: "s", Digits: 2},
+	{Key: "cold.rss_mb", Label: "restart, kernel flushed: proxy peak RSS", Unit: "MiB"},
+	{Key: "change.p50_ms", Label: "one change: API write request → new real server, p50", Unit: "ms"},
+	{Key: "change.p99_ms", Label: "one change: API write request → new real server, p99", Unit: "ms"},
+	{Key: "change.cpu_s", Label: "one change: proxy CPU over the phase", Unit: "s", Digits: 2},
+	{Key: "change.rss_mb", Label: "one change: proxy peak RSS", Unit: "MiB"},
+	{Key: "delete.api_s", Label: "bulk delete: API deletes done (on the host)", Unit: "s", Digits: 2},
+	{Key: "delete.removed_s", Label: "bulk delete: delete request → no virtual server left", Unit: "s", Digits: 2},
+	{Key: "delete.after_api_s", Label: "bulk delete: deleter's reply → no virtual server left", Unit: "s", Digits: 2},
+	{Key: "delete.cpu_s", Label: "bulk delete: proxy CPU", Unit: "s", Digits: 2},
+	{Key: "poll.full_mean_ms", Label: "poller: /proc/net/ip_vs read, mean", Unit: "ms"},
+	{Key: "poll.endpoint_mean_ms", Label: "poller: one virtual server's real servers (netlink), mean", Unit: "ms", Digits: 2},
+}
+
+var ipvsFloorRows = []rowDef{
+	{Key: "floor.ipvs_s", Label: "N virtual servers + N×E real servers (moby/ipvs, one request each)", Unit: "s", Digits: 2},
+	{Key: "floor.addrs_s", Label: "N /32 addresses on a dummy device (netlink)", Unit: "s", Digits: 2},
+	{Key: "floor.ipset_s", Label: "N entries in a hash:ip,port set (netlink)", Unit: "s", Digits: 2},
+	{Key: "floor.all_s", Label: "the three together", Unit: "s", Digits: 2},
+}
+
 // noRatio: figures of the instrument, not of the proxy.
 var noRatio = map[string]bool{"bulk.api_s": true, "delete.api_s": true, "poll.full_mean_ms": true,
 	"poll.vips_mean_ms": true, "poll.endpoint_mean_ms": true, "sandbox.start_s": true, "sandbox.cleanup_s": true,
@@ -88,8 +128,24 @@ type summaryRow struct {
 	AllRuns    map[string][]float64 `json:"allRounds"`
 }
 
+// rowDefs are the rows of the section's mode.
+func (sec *section) rowDefs() []rowDef {
+	if sec.Backend == backendIPVS {
+		return ipvsRows
+	}
+	return rows
+}
+
+func (sec *section) floorDefs() []rowDef {
+	if sec.Backend == backendIPVS {
+		return ipvsFloorRows
+	}
+	return floorRows
+}
+
 func (sec *section) summarise() {
-	for _, d := range rows {
+	sec.Summary = nil
+	for _, d := range sec.rowDefs() {
 		s := summaryRow{Key: d.Key, Label: d.Label, Unit: d.Unit, Median: map[string]float64{},
 			Rounds: map[string]int{}, Capped: map[string]bool{}, Ratio: map[string]float64{}, AllRuns: map[string][]float64{}}
 		for _, p := range sec.Proxies {
@@ -169,10 +225,17 @@ func (sec *section) printTable(out io.Writer, res *results) error {
 	for _, r := range sec.Runs {
 		rounds = max(rounds, r.Round)
 	}
-	fmt.Fprintf(w, "\n### N = %d services × %v endpoints, iptables backend %s, %d round(s)\n\n", sec.N,
-		res.Config["endpointsPerService"], sec.Backend, rounds)
-	fmt.Fprintf(w, "%s; %v; machine: %v CPUs (shared), kernel %v, load average %v at start. Median over rounds; ratio = median of per-round kproxy/upstream; floor: below.\n\n",
-		sec.IPTables, res.Versions["kube-proxy"], res.Machine["nproc"], res.Machine["kernel"], res.Machine["loadavgAtStart"])
+	if sec.Backend == backendIPVS {
+		fmt.Fprintf(w, "\n### IPVS mode, N = %d services × %v endpoints, in the VM, %d round(s)\n\n", sec.N,
+			res.Config["endpointsPerService"], rounds)
+		fmt.Fprintf(w, "VM: kernel %v, qemu TCG, 1 vCPU, %v; %s; %v; host: %v CPUs (shared), load average %v at start. Median over rounds; ratio = median of per-round kproxy/upstream; floor: below.\n\n",
+			res.Machine["vmKernel"], res.Config["vmMem"], sec.IPTables, res.Versions["kube-proxy"], res.Machine["nproc"], res.Machine["loadavgAtStart"])
+	} else {
+		fmt.Fprintf(w, "\n### N = %d services × %v endpoints, iptables backend %s, %d round(s)\n\n", sec.N,
+			res.Config["endpointsPerService"], sec.Backend, rounds)
+		fmt.Fprintf(w, "%s; %v; machine: %v CPUs (shared), kernel %v, load average %v at start. Median over rounds; ratio = median of per-round kproxy/upstream; floor: below.\n\n",
+			sec.IPTables, res.Versions["kube-proxy"], res.Machine["nproc"], res.Machine["kernel"], res.Machine["loadavgAtStart"])
+	}
 	hdr := []string{"figure", "unit"}
 	hdr = append(hdr, names...)
 	var ups []string
@@ -185,7 +248,7 @@ func (sec *section) printTable(out io.Writer, res *results) error {
 	hdr = append(hdr, "kproxy/floor")
 	fmt.Fprintf(w, "| %s |\n", strings.Join(hdr, " | "))
 	fmt.Fprintf(w, "|%s\n", strings.Repeat(" --- |", len(hdr)))
-	for i, d := range rows {
+	for i, d := range sec.rowDefs() {
 		s := sec.Summary[i]
 		if len(s.Median) == 0 && len(s.Capped) == 0 {
 			continue
@@ -215,11 +278,19 @@ func (sec *section) printTable(out io.Writer, res *results) error {
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 	}
-	if len(sec.Floors) > 0 || len(sec.FloorsCapped) > 0 {
+	if sec.Backend == backendIPVS && len(sec.Floors) > 0 {
+		fmt.Fprintf(w, "\nFloors (the load's kernel objects made with one netlink request each, no proxy, in a namespace of their own in the VM):\n\n")
+		fmt.Fprintf(w, "| floor | unit | value |\n| --- | --- | --- |\n")
+		for _, d := range sec.floorDefs() {
+			if v, ok := sec.Floors[d.Key]; ok {
+				fmt.Fprintf(w, "| %s | %s | %.*f |\n", d.Label, d.Unit, d.Digits, v)
+			}
+		}
+	} else if len(sec.Floors) > 0 || len(sec.FloorsCapped) > 0 {
 		fmt.Fprintf(w, "\nFloors (iptables-restore of the rules kproxy writes for this load, no proxy, %v nat chains, in a namespace of their own):\n\n",
 			sec.Floors["floor.nat_chains"])
 		fmt.Fprintf(w, "| floor | unit | value |\n| --- | --- | --- |\n")
-		for _, d := range floorRows {
+		for _, d := range sec.floorDefs() {
 			v, ok := sec.Floors[d.Key]
 			switch {
 			case contains(sec.FloorsCapped, d.Key):
