@@ -1,0 +1,633 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	libipvs "github.com/moby/ipvs"
+)
+
+// The guest half of -mode ipvs: kpbench itself, run by e2e/vm/run-test.sh inside the VM with
+// -ipvs-guest. It drives every phase and reads every time on the guest's clock: it runs each
+// proxy in turn (order alternating over rounds), asks the host (the ctl server, reached through
+// the guestfwd 192.0.2.100:7000) to write to the apiserver, and reads the VM's IPVS table.
+// At the end it posts its sections to the host, which summarises and prints them.
+
+const (
+	guestCtl      = "http://192.0.2.100:7000"
+	guestNode     = "kpbv-vm"
+	guestHealthz  = "http://127.0.0.1:10256/healthz"
+	guestMetrics  = "http://127.0.0.1:10249/metrics"
+	guestKubeconf = "/kproxy/kubeconfig"
+)
+
+// ipvsProxies are the proxies of -mode ipvs, with the command line each runs with in the VM
+// (the harness's flags for the iptables mode, with the IPVS mode).
+var ipvsProxies = []proxyCfg{
+	{Name: "kproxy", Proxy: harnessNone, Kernel: kernelIPVS, Args: []string{"/kproxy/kproxy", "--mode=ipvs"}},
+	{Name: "kube-proxy ipvs", Proxy: harnessNone, Kernel: kernelIPVS, Args: []string{"/kproxy/kube-proxy", "--proxy-mode=ipvs",
+		// zeros: do not write the conntrack sysctls (as the harness runs kube-proxy)
+		"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0"}},
+}
+
+const (
+	harnessNone = "none (in the VM)"
+	kernelIPVS  = "ipvs"
+	backendIPVS = "ipvs"
+)
+
+// selectIPVSProxies is ipvsProxies, or those named in only (comma-separated).
+func selectIPVSProxies(only string) []proxyCfg {
+	if only == "" {
+		return ipvsProxies
+	}
+	var out []proxyCfg
+	for _, p := range ipvsProxies {
+		if strings.Contains(","+only+",", ","+p.Name+",") {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func guestProxyArgs(p proxyCfg) []string {
+	return append(append([]string(nil), p.Args...), "--kubeconfig="+guestKubeconf, "--hostname-override="+guestNode,
+		"--cluster-cidr=100.64.0.0/16", "--healthz-bind-address=0.0.0.0:10256",
+		"--metrics-bind-address=127.0.0.1:10249", "-v=2")
+}
+
+// guestReport is what the guest posts to the host at the end.
+type guestReport struct {
+	Kernel   string            `json:"kernel"`
+	Versions map[string]string `json:"versions"`
+	Sections []*section        `json:"sections"`
+	Error    string            `json:"error,omitempty"`
+}
+
+// ctlClient talks to the host's ctl server.
+type ctlClient struct{ hc *http.Client }
+
+func (c *ctlClient) call(ctx context.Context, path string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, guestCtl+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("ctl %s: %w", path, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("ctl %s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(body, out)
+}
+
+func ipvsGuest(cfg config) error {
+	if os.Getenv("KPROXY_IN_VM") != "1" {
+		return fmt.Errorf("-ipvs-guest runs inside the VM only (e2e/vm/run-test.sh); use -mode ipvs")
+	}
+	ctl := &ctlClient{hc: &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 2}}}
+	rep := &guestReport{Kernel: readTrim("/proc/sys/kernel/osrelease"), Versions: map[string]string{}}
+	for name, args := range map[string][]string{"kproxy": {"/kproxy/kproxy", "--version"}, "kube-proxy": {"/kproxy/kube-proxy", "--version"},
+		"iptables": {"iptables", "--version"}, "ipset": {"ipset", "--version"}, "ipvsadm": {"ipvsadm", "--version"}} {
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			rep.Versions[name] = "? (" + err.Error() + ")"
+		} else {
+			rep.Versions[name] = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+		}
+	}
+	logf("guest: kernel %s, %v", rep.Kernel, rep.Versions)
+	err := guestSections(cfg, ctl, rep)
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if perr := ctl.call(ctx, "/report", rep, nil); perr != nil {
+		return errors.Join(err, perr)
+	}
+	return err
+}
+
+func guestSections(cfg config, ctl *ctlClient, rep *guestReport) error {
+	h, err := libipvs.New("")
+	if err != nil {
+		return fmt.Errorf("IPVS socket: %w", err)
+	}
+	defer h.Close()
+	for _, n := range cfg.Ns {
+		cfg.N = n
+		sec := &section{sectionCfg: sectionCfg{N: n, Backend: backendIPVS}, IPTables: rep.Versions["iptables"],
+			Proxies: selectIPVSProxies(cfg.Only), Floors: map[string]float64{}}
+		rep.Sections = append(rep.Sections, sec)
+		if cfg.Floors {
+			t0 := time.Now()
+			if err := measureIPVSFloors(n, cfg.E, sec.Floors); err != nil {
+				return fmt.Errorf("floors: %w", err)
+			}
+			logf("guest: N=%d floors %v (%.1fs)", n, sec.Floors, time.Since(t0).Seconds())
+		}
+		for r := 0; r < cfg.Rounds; r++ {
+			order := append([]proxyCfg(nil), sec.Proxies...)
+			if r%2 == 1 {
+				order[0], order[len(order)-1] = order[len(order)-1], order[0]
+			}
+			for pos, p := range order {
+				logf("guest: N=%d round %d/%d, %d/%d: %s", n, r+1, cfg.Rounds, pos+1, len(order), p.Name)
+				rr := &runResult{Proxy: p.Name, Round: r + 1, Position: pos + 1, Figures: map[string]float64{}}
+				if err := guestRun(cfg, ctl, h, p, rr); err != nil {
+					rr.Error = err.Error()
+					logf("guest:   %s: %v", p.Name, err)
+				}
+				sec.Runs = append(sec.Runs, rr)
+				if cfg.DumpDir != "" {
+					postLog(ctl, guestLog(p, cfg.N, rr.Round))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// guestProxy is a proxy process in the VM.
+type guestProxy struct {
+	cmd     *exec.Cmd
+	exited  chan error
+	log     string
+	stopped bool
+}
+
+func startGuestProxy(p proxyCfg, log string) (*guestProxy, error) {
+	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	args := guestProxyArgs(p)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	g := &guestProxy{cmd: cmd, exited: make(chan error, 1), log: log}
+	go func() { g.exited <- cmd.Wait(); _ = f.Close() }()
+	return g, nil
+}
+
+func (g *guestProxy) pid() int { return g.cmd.Process.Pid }
+
+// stop sends SIGTERM and waits (SIGKILL after 30 s); once.
+func (g *guestProxy) stop() {
+	if g.stopped {
+		return
+	}
+	g.stopped = true
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
+	select {
+	case err = <-g.exited:
+	case <-time.After(30 * time.Second):
+		_ = g.cmd.Process.Kill()
+		err = <-g.exited
+	}
+	_ = err // exit status of a stopped proxy: not a finding
+}
+
+// waitHealthy polls /healthz until 200 (error if the proxy exits or capd passes).
+func (g *guestProxy) waitHealthy(capd time.Duration) error {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(capd)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-g.exited:
+			g.exited <- err
+			return fmt.Errorf("proxy exited: %w; log tail:\n%s", err, tail(g.log, 30))
+		default:
+		}
+		if resp, err := hc.Get(guestHealthz); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("no /healthz 200 within %v; log tail:\n%s", capd, tail(g.log, 30))
+}
+
+// waitSynced polls the proxy's metrics until its last-sync timestamp passes since (the proxy's
+// word: only used to know when to read the kernel); zero after capd.
+func waitSynced(since time.Time, capd time.Duration) time.Time {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(capd)
+	for time.Now().Before(deadline) {
+		if resp, err := hc.Get(guestMetrics); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if t := lastSyncMetric(string(b)); t.After(since) {
+				return t
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Time{}
+}
+
+// pollIPVS reads the IPVS table until cond holds (ready() false: not checked yet), spacing
+// reads by max(gap, 3 × the last read's duration) so that the poller takes at most a quarter
+// of the VM's one vCPU. The time is the midpoint of the first read that saw it.
+func pollIPVS(gap, capd time.Duration, ps *pollStats, ready func() bool, cond func(ipvsState) bool) (pollResult, error) {
+	deadline := time.Now().Add(capd)
+	for {
+		st, at, d, err := readTimed()
+		if err != nil {
+			return pollResult{}, err
+		}
+		ps.add(d)
+		if ready() && cond(st) {
+			return pollResult{At: at}, nil
+		}
+		if time.Now().After(deadline) {
+			return pollResult{Capped: true}, nil
+		}
+		time.Sleep(max(gap, 3*d))
+	}
+}
+
+// guestRun is one proxy in one round: bulk create, restart with the state kept, restart from a
+// flushed kernel, one change at a time, bulk delete.
+func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *runResult) (err error) {
+	ctx := context.Background()
+	if err := ctl.call(ctx, "/delete", struct{}{}, nil); err != nil { // whatever a failed run left
+		return err
+	}
+	if err := flushIPVSNode(); err != nil {
+		return err
+	}
+	log := guestLog(p, cfg.N, rr.Round)
+	t0 := time.Now()
+	g, err := startGuestProxy(p, log)
+	if err != nil {
+		return err
+	}
+	defer func() { g.stop() }()
+	if err := g.waitHealthy(cfg.Cap); err != nil {
+		return err
+	}
+	rr.Figures["start.healthz_s"] = round(time.Since(t0).Seconds(), 2)
+	ps := &probeStats{}
+	defer func() {
+		rr.Figures["poll.full_mean_ms"] = round(ps.full.meanMs(), 1)
+		rr.Figures["poll.full_count"] = float64(ps.full.N)
+		rr.Figures["poll.endpoint_mean_ms"] = round(ps.endpoint.meanMs(), 1)
+	}()
+	capped := func(name string) { rr.Capped = append(rr.Capped, name) }
+	var svcs []*benchService
+	allIn := func(st ipvsState) bool {
+		for _, s := range svcs {
+			if !ipvsOK(st, s) {
+				return false
+			}
+		}
+		return true
+	}
+
+	// 1. Bulk create: the host loads, the guest reads.
+	ph, err := beginPhase(g.pid())
+	if err != nil {
+		return err
+	}
+	type loadReply struct {
+		APIS float64  `json:"apiS"`
+		VIPs []string `json:"vips"`
+	}
+	tLoad := time.Now()
+	var lr loadReply
+	loadDone := make(chan error, 1)
+	var tLoaded time.Time
+	go func() {
+		err := ctl.call(ctx, "/load", map[string]int{"n": cfg.N, "e": cfg.E}, &lr)
+		tLoaded = time.Now()
+		loadDone <- err
+	}()
+	var loadErr error
+	loaded := false
+	ready := func() bool {
+		if !loaded {
+			select {
+			case loadErr = <-loadDone:
+				loaded = true
+				if loadErr == nil {
+					svcs = guestServices(lr.VIPs, cfg.E)
+				}
+			default:
+			}
+		}
+		return loaded
+	}
+	res, err := pollIPVS(cfg.BulkGap, cfg.Cap, &ps.full, ready, func(st ipvsState) bool { return loadErr != nil || allIn(st) })
+	if err != nil {
+		return err
+	}
+	if loadErr != nil {
+		return fmt.Errorf("bulk create: %w", loadErr)
+	}
+	if res.Capped {
+		capped("bulk.programmed_s")
+		return fmt.Errorf("bulk create: not programmed within %v", cfg.Cap)
+	}
+	rr.Figures["bulk.api_s"] = round(lr.APIS, 2)
+	rr.Figures["bulk.programmed_s"] = round(res.At.Sub(tLoad).Seconds(), 2)
+	rr.Figures["bulk.after_api_s"] = round(res.At.Sub(tLoaded).Seconds(), 2)
+	logf("guest:   bulk create: API %.2fs, programmed %.2fs (loader's reply → all %.2fs)", lr.APIS,
+		rr.Figures["bulk.programmed_s"], rr.Figures["bulk.after_api_s"])
+	time.Sleep(cfg.Settle)
+	if err := ph.end(rr, "bulk"); err != nil {
+		return err
+	}
+	var reads []float64
+	for i := 0; i < 3; i++ {
+		_, _, d, err := readTimed()
+		if err != nil {
+			return err
+		}
+		reads = append(reads, float64(d.Microseconds())/1000)
+	}
+	rr.Figures["read.idle_ms"] = round(median(reads), 1)
+
+	// 2a. Restart with the state kept, once the proxy has stopped writing (two snapshots 2 s
+	// apart alike): the diff is then what the restart changed, not what was still in flight.
+	tq := time.Now()
+	before, err := takeIPVSSnapshot()
+	if err != nil {
+		return err
+	}
+	for {
+		time.Sleep(2 * time.Second)
+		again, err := takeIPVSSnapshot()
+		if err != nil {
+			return err
+		}
+		if snapEqual(before, again) {
+			break
+		}
+		before = again
+		if time.Since(tq) > cfg.Cap {
+			capped("warm.quiet_s")
+			return fmt.Errorf("restart: the state did not stop changing within %v", cfg.Cap)
+		}
+	}
+	rr.Figures["warm.quiet_s"] = round(time.Since(tq).Seconds(), 2)
+	g.stop()
+	tStart := time.Now()
+	if g, err = startGuestProxy(p, log); err != nil {
+		return err
+	}
+	if err := g.waitHealthy(cfg.Cap); err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	rr.Figures["warm.healthz_s"] = round(time.Since(tStart).Seconds(), 2)
+	synced := waitSynced(tStart, cfg.Cap)
+	if synced.IsZero() {
+		capped("warm.synced_s")
+		return fmt.Errorf("restart: no sync within %v", cfg.Cap)
+	}
+	rr.Figures["warm.synced_s"] = round(synced.Sub(tStart).Seconds(), 2)
+	time.Sleep(cfg.Settle + time.Second)
+	after, err := takeIPVSSnapshot()
+	if err != nil {
+		return err
+	}
+	if err := (phase{pid: g.pid()}).end(rr, "warm"); err != nil {
+		return err
+	}
+	total := 0
+	for _, kind := range snapshotKinds {
+		rm, add := diffCount(before[kind], after[kind])
+		rr.Figures["warm."+kind+"_changed"] = float64(rm + add)
+		total += rm + add
+		rr.Restart.Examples = append(rr.Restart.Examples, diffExamples(before[kind], after[kind], 3)...)
+	}
+	rr.Figures["warm.lines_changed"] = float64(total)
+	rr.Restart.LinesRemoved, rr.Restart.LinesAdded = diffCount(mergeSnap(before), mergeSnap(after))
+	st, err := readIPVSProc()
+	if err != nil {
+		return err
+	}
+	if !allIn(st) {
+		return fmt.Errorf("after a restart with the state kept not every service is programmed")
+	}
+	logf("guest:   restart (state kept): healthz %.2fs, synced %.2fs, objects changed %d (ipvs %v, ipset %v, iptables %v, addrs %v)",
+		rr.Figures["warm.healthz_s"], rr.Figures["warm.synced_s"], total, rr.Figures["warm.ipvs_changed"],
+		rr.Figures["warm.ipset_changed"], rr.Figures["warm.iptables_changed"], rr.Figures["warm.addrs_changed"])
+
+	// 2b. Restart from a flushed kernel: a cold start with N services present.
+	g.stop()
+	if err := flushIPVSNode(); err != nil {
+		return err
+	}
+	tStart = time.Now()
+	if g, err = startGuestProxy(p, log); err != nil {
+		return err
+	}
+	healthy := make(chan error, 1)
+	go func() { healthy <- g.waitHealthy(cfg.Cap) }()
+	res, err = pollIPVS(cfg.Gap, cfg.Cap, &ps.full, func() bool { return true }, allIn)
+	if herr := <-healthy; herr != nil {
+		return fmt.Errorf("cold restart: %w", herr)
+	}
+	if err != nil {
+		return err
+	}
+	if res.Capped {
+		capped("cold.programmed_s")
+		return fmt.Errorf("cold restart: not programmed within %v", cfg.Cap)
+	}
+	rr.Figures["cold.programmed_s"] = round(res.At.Sub(tStart).Seconds(), 2)
+	logf("guest:   restart (kernel flushed): programmed %.2fs", rr.Figures["cold.programmed_s"])
+	time.Sleep(cfg.Settle)
+	if err := (phase{pid: g.pid()}).end(rr, "cold"); err != nil {
+		return err
+	}
+
+	// 3. One change at a time: the new real server in that virtual server (one netlink dump).
+	if ph, err = beginPhase(g.pid()); err != nil {
+		return err
+	}
+	for k := 0; k < cfg.Changes; k++ {
+		i := (k*cfg.N/cfg.Changes + k) % cfg.N
+		s := svcs[i]
+		addr := netip.AddrPortFrom(changeAddr(k), targetPort)
+		tw := time.Now()
+		if err := ctl.call(ctx, "/change", map[string]any{"i": i, "addr": addr.String()}, nil); err != nil {
+			return err
+		}
+		vs := &libipvs.Service{AddressFamily: syscall.AF_INET, Protocol: syscall.IPPROTO_TCP,
+			Address: net.ParseIP(s.vip), Port: servicePort}
+		deadline := time.Now().Add(cfg.Cap)
+		var at time.Time
+		for at.IsZero() {
+			t0 := time.Now()
+			dests, err := h.GetDestinations(vs)
+			t1 := time.Now()
+			ps.endpoint.add(t1.Sub(t0))
+			if err == nil {
+				for _, d := range dests {
+					if d.Port == targetPort && d.Weight > 0 && d.Address.Equal(net.IP(addr.Addr().AsSlice())) {
+						at = t0.Add(t1.Sub(t0) / 2)
+					}
+				}
+			}
+			if at.IsZero() {
+				if t1.After(deadline) {
+					capped("change.p99_ms")
+					return fmt.Errorf("one change: %s not programmed within %v", addr, cfg.Cap)
+				}
+				time.Sleep(cfg.Gap)
+			}
+		}
+		s.eps = append([]string{addr.String()}, s.eps[1:]...)
+		rr.ChangeLatenciesMs = append(rr.ChangeLatenciesMs, round(float64(at.Sub(tw).Microseconds())/1000, 1))
+		if d := cfg.Spacing - time.Since(tw); d > 0 && k < cfg.Changes-1 {
+			time.Sleep(d)
+		}
+	}
+	rr.Figures["change.p50_ms"] = percentile(rr.ChangeLatenciesMs, 50)
+	rr.Figures["change.p99_ms"] = percentile(rr.ChangeLatenciesMs, 99)
+	logf("guest:   one change ×%d: p50 %.0fms p99 %.0fms", cfg.Changes, rr.Figures["change.p50_ms"], rr.Figures["change.p99_ms"])
+	time.Sleep(cfg.Settle)
+	if err := ph.end(rr, "change"); err != nil {
+		return err
+	}
+
+	// 4. Bulk delete.
+	if ph, err = beginPhase(g.pid()); err != nil {
+		return err
+	}
+	var dr loadReply
+	tDel := time.Now()
+	if err := ctl.call(ctx, "/delete", struct{}{}, &dr); err != nil {
+		return err
+	}
+	tDeleted := time.Now()
+	rr.Figures["delete.api_s"] = round(dr.APIS, 2)
+	res, err = pollIPVS(cfg.BulkGap, cfg.Cap, &ps.full, func() bool { return true }, func(st ipvsState) bool {
+		for _, s := range svcs {
+			if !ipvsGone(st, s) {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if res.Capped {
+		capped("delete.removed_s")
+		return fmt.Errorf("bulk delete: virtual servers still there after %v", cfg.Cap)
+	}
+	rr.Figures["delete.removed_s"] = round(res.At.Sub(tDel).Seconds(), 2)
+	rr.Figures["delete.after_api_s"] = round(res.At.Sub(tDeleted).Seconds(), 2)
+	logf("guest:   bulk delete: API %.2fs, virtual servers gone %.2fs", dr.APIS, rr.Figures["delete.removed_s"])
+	time.Sleep(cfg.Settle)
+	return ph.end(rr, "delete")
+}
+
+// guestServices is the load as the guest knows it: the i-th Service has ClusterIP vips[i] and
+// the endpoints load() gives it.
+func guestServices(vips []string, e int) []*benchService {
+	out := make([]*benchService, len(vips))
+	for i, v := range vips {
+		s := &benchService{name: fmt.Sprintf("svc-%05d", i), vip: v}
+		for k := 0; k < e; k++ {
+			s.eps = append(s.eps, netip.AddrPortFrom(endpointAddr(i*e+k), targetPort).String())
+		}
+		out[i] = s
+	}
+	return out
+}
+
+func snapEqual(a, b ipvsSnapshot) bool {
+	for _, kind := range snapshotKinds {
+		if rm, add := diffCount(a[kind], b[kind]); rm+add > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func mergeSnap(s ipvsSnapshot) map[string]bool {
+	out := map[string]bool{}
+	for kind, lines := range s {
+		for l := range lines {
+			out[kind+" "+l] = true
+		}
+	}
+	return out
+}
+
+// guestLog is where a proxy's log goes in the VM.
+func guestLog(p proxyCfg, n, round int) string {
+	return fmt.Sprintf("/tmp/%s-ipvs-n%d-r%d.log", strings.ReplaceAll(p.Name, " ", "-"), n, round)
+}
+
+// postLog sends a proxy's log to the host (-dump-dir).
+func postLog(ctl *ctlClient, path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		logf("guest: %v", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := ctl.call(ctx, "/log", map[string]string{"name": filepath.Base(path), "log": string(b)}, nil); err != nil {
+		logf("guest: post log: %v", err)
+	}
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// tail is the last n lines of a file.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
