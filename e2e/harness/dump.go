@@ -3,18 +3,29 @@ package harness
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
 
-// DumpNode logs what a person debugging a failure on node n wants to see: its nat and filter
-// rules, routes, links, neighbours, conntrack entries and the tail of its proxy log.
+// dumpSectionLines is how many lines of each section DumpNode logs; the whole dump goes to a
+// file. A failing test's own messages stand above its dumps, and a log that ends in thousands
+// of rule lines hides them from whoever reads only its tail (a CI summary).
+const dumpSectionLines = 25
+
+// DumpNode shows what a person debugging a failure on node n wants to see: its nat and filter
+// rules, routes, links, neighbours, FDB, conntrack entries and the tail of its proxy log. The
+// whole dump is written to a file under $KPROXY_E2E_DUMP_DIR (default
+// /tmp/kproxy-e2e-dumps/<test>/<node>.txt); the test log gets the first lines of each section
+// and the file's path.
 func (c *Cluster) DumpNode(t TB, n *Node) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var b strings.Builder
-	fmt.Fprintf(&b, "===== node %s (%s, pod CIDR %s, proxy %s) =====\n", n.Name, n.IP, n.PodCIDR, c.Opts.Proxy)
+	type section struct{ title, body string }
+	var sections []section
 	for _, cmd := range [][]string{
 		{"iptables-save"},
 		{"ip", "-br", "addr"},
@@ -26,13 +37,57 @@ func (c *Cluster) DumpNode(t TB, n *Node) {
 		{"conntrack", "-L"},
 	} {
 		out, err := Exec(ctx, n.Name, cmd...)
-		fmt.Fprintf(&b, "----- %s\n%s", strings.Join(cmd, " "), out)
 		if err != nil {
-			fmt.Fprintf(&b, "(%v)\n", err)
+			out += fmt.Sprintf("(%v)\n", err)
 		}
+		sections = append(sections, section{strings.Join(cmd, " "), out})
 	}
 	if c.Opts.Proxy != ProxyNone {
-		fmt.Fprintf(&b, "----- tail -60 %s\n%s\n", c.ProxyLog(n), tailFile(c.ProxyLog(n), 60))
+		sections = append(sections, section{"tail -60 " + c.ProxyLog(n), tailFile(c.ProxyLog(n), 60) + "\n"})
 	}
-	t.Logf("%s", b.String())
+	header := fmt.Sprintf("===== node %s (%s, pod CIDR %s, proxy %s) =====\n", n.Name, n.IP, n.PodCIDR, c.Opts.Proxy)
+	var full, short strings.Builder
+	full.WriteString(header)
+	for _, s := range sections {
+		fmt.Fprintf(&full, "----- %s\n%s", s.title, s.body)
+	}
+	test := "dump"
+	if named, ok := t.(interface{ Name() string }); ok {
+		test = named.Name()
+	}
+	path, werr := writeDump(test, n.Name, full.String())
+	short.WriteString(header)
+	if werr != nil {
+		fmt.Fprintf(&short, "(whole dump not written: %v)\n", werr)
+	} else {
+		fmt.Fprintf(&short, "whole dump: %s\n", path)
+	}
+	for _, s := range sections {
+		lines := strings.Split(strings.TrimRight(s.body, "\n"), "\n")
+		fmt.Fprintf(&short, "----- %s\n", s.title)
+		if s.title == "tail -60 "+c.ProxyLog(n) && len(lines) > dumpSectionLines {
+			lines = lines[len(lines)-dumpSectionLines:] // the log's end matters most
+		} else if len(lines) > dumpSectionLines {
+			more := len(lines) - dumpSectionLines
+			lines = append(lines[:dumpSectionLines], fmt.Sprintf("(+%d lines in the whole dump)", more))
+		}
+		short.WriteString(strings.Join(lines, "\n") + "\n")
+	}
+	t.Logf("%s", short.String())
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// writeDump writes one node's dump for a test and returns its path.
+func writeDump(test, node, text string) (string, error) {
+	dir := os.Getenv("KPROXY_E2E_DUMP_DIR")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "kproxy-e2e-dumps")
+	}
+	dir = filepath.Join(dir, unsafeName.ReplaceAllString(test, "_"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, node+".txt")
+	return path, os.WriteFile(path, []byte(text), 0o644)
 }
