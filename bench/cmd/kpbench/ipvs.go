@@ -11,10 +11,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -84,13 +86,24 @@ func runIPVS(cfg config) error {
 		Machine: machine(),
 		Config: map[string]any{"mode": "ipvs", "services": cfg.Ns, "endpointsPerService": cfg.E, "rounds": cfg.Rounds,
 			"changes": cfg.Changes, "changeSpacing": cfg.Spacing.String(), "workers": cfg.Workers, "floors": cfg.Floors,
-			"phaseCap": cfg.Cap.String(), "settle": cfg.Settle.String(), "pollGap": cfg.Gap.String(), "bulkPollGap": cfg.BulkGap.String(),
+			"phaseCap": cfg.Cap.String(), "quietCap": cfg.QuietCap.String(), "settle": cfg.Settle.String(), "pollGap": cfg.Gap.String(), "bulkPollGap": cfg.BulkGap.String(),
 			"quick": cfg.Quick, "prefix": cfg.Prefix, "vmMem": cfg.VMMem, "vmTimeout": cfg.VMTimeout.String(),
 			"vm": "e2e/vm/run-test.sh: qemu TCG, 1 vCPU; control plane on the host, reached through guestfwd"},
 		Versions: versions(cfg),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Ctrl-C / SIGTERM: stop the VM (run-test.sh's TERM trap ends qemu), then the deferred
+	// cleanups remove the sandbox.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		if s, ok := <-sigs; ok {
+			logf("%v: stopping the VM and removing sandbox %s", s, cfg.Prefix)
+			cancel()
+		}
+	}()
 	sctx, scancel := context.WithTimeout(ctx, 2*time.Minute)
 	c, err := harness.Start(sctx, harness.Options{Prefix: cfg.Prefix, Nodes: 1, PodsPerNode: 0, Proxy: harness.ProxyNone,
 		K8sBin: cfg.K8sBin, EchoBin: cfg.EchoBin, Logf: func(string, ...any) {}})
@@ -146,6 +159,8 @@ func runIPVS(cfg config) error {
 	args = append(args, self, "-ipvs-guest")
 	args = append(args, guestFlags(cfg)...)
 	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(), "e2e", "vm", "run-test.sh"), args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
 	cmd.Env = append(os.Environ(), "VM_MEM="+cfg.VMMem, "VM_QUIET=0")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr // the guest's console is progress
 	logf("kpbench -mode ipvs: N=%v E=%d rounds=%d changes=%d; VM %s, timeout %v; apiserver 127.0.0.1:%s, ctl 127.0.0.1:%s",
@@ -190,7 +205,7 @@ func guestFlags(cfg config) []string {
 	return []string{"-n", strings.Join(ns, ","), "-e", strconv.Itoa(cfg.E), "-rounds", strconv.Itoa(cfg.Rounds),
 		"-changes", strconv.Itoa(cfg.Changes), "-spacing", cfg.Spacing.String(), "-cap", cfg.Cap.String(),
 		"-settle", cfg.Settle.String(), "-poll-gap", cfg.Gap.String(), "-bulk-poll-gap", cfg.BulkGap.String(),
-		"-floors=" + strconv.FormatBool(cfg.Floors), "-only", cfg.Only, "-dump-dir", cfg.DumpDir}
+		"-floors=" + strconv.FormatBool(cfg.Floors), "-only", cfg.Only, "-dump-dir", cfg.DumpDir, "-quiet-cap", cfg.QuietCap.String()}
 }
 
 // checkStatic fails for a dynamically linked ELF (the guest has no libc).

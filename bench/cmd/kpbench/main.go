@@ -76,6 +76,7 @@ type config struct {
 	Mode      string
 	VMMem     string
 	VMTimeout time.Duration
+	QuietCap  time.Duration
 }
 
 // sectionCfg is one N on one backend: a comparison of its own.
@@ -118,6 +119,7 @@ func main() {
 	flag.StringVar(&cfg.Mode, "mode", "iptables", "iptables: kproxy against kube-proxy iptables and nftables on the host; ipvs: kproxy against kube-proxy ipvs in the IPVS VM (e2e/vm)")
 	flag.StringVar(&cfg.VMMem, "vm-mem", "3G", "-mode ipvs: the VM's memory (qemu -m)")
 	flag.DurationVar(&cfg.VMTimeout, "vm-timeout", 90*time.Minute, "-mode ipvs: longest the whole VM run may take")
+	flag.DurationVar(&cfg.QuietCap, "quiet-cap", 2*time.Minute, "-mode ipvs: longest wait for the state to stop changing before the restart with the state kept")
 	guest := flag.Bool("ipvs-guest", false, "internal: the guest half of -mode ipvs, inside the VM")
 	plotOnly := flag.String("plot", "", "only draw the plot of these comma-separated JSON files into -plot-out, run nothing")
 	plotOut := flag.String("plot-out", "", "PNG path for -plot")
