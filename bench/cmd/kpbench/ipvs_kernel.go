@@ -200,3 +200,42 @@ func readTimed() (ipvsState, time.Time, time.Duration, error) {
 	t1 := time.Now()
 	return st, t0.Add(t1.Sub(t0) / 2), t1.Sub(t0), err
 }
+
+// nodeExtras are the other objects a ClusterIP needs on an IPVS node: its address on
+// kube-ipvs0 (IPVS only sees packets to a local address) and its KUBE-CLUSTER-IP entry (the
+// masquerade rule for traffic from outside the cluster CIDR matches that set). Both proxies
+// name them alike.
+type nodeExtras struct {
+	addrs     map[string]bool // "100.100.0.1"
+	clusterIP map[string]bool // "100.100.0.1,tcp:80"
+}
+
+// readExtras reads them with ip and ipset (a missing device or set reads as empty).
+func readExtras() nodeExtras {
+	ex := nodeExtras{addrs: map[string]bool{}, clusterIP: map[string]bool{}}
+	if out, err := exec.Command("/usr/bin/ip", "-o", "-4", "addr", "show", "dev", "kube-ipvs0").Output(); err == nil {
+		for _, l := range strings.Split(string(out), "\n") {
+			f := strings.Fields(l)
+			for i := 0; i+1 < len(f); i++ {
+				if f[i] == "inet" {
+					ex.addrs[strings.TrimSuffix(f[i+1], "/32")] = true
+				}
+			}
+		}
+	}
+	out, err := exec.Command("ipset", "save", "KUBE-CLUSTER-IP").Output()
+	if err != nil {
+		return ex // no such set yet: nothing programmed
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(l, "add KUBE-CLUSTER-IP "); ok {
+			ex.clusterIP[strings.TrimSpace(rest)] = true
+		}
+	}
+	return ex
+}
+
+// fullOK: ipvsOK, and s's ClusterIP is on kube-ipvs0 and in KUBE-CLUSTER-IP.
+func fullOK(st ipvsState, ex nodeExtras, s *benchService) bool {
+	return ipvsOK(st, s) && ex.addrs[s.vip] && ex.clusterIP[s.vip+",tcp:"+strconv.Itoa(servicePort)]
+}

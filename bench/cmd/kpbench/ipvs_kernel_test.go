@@ -52,3 +52,23 @@ func TestGuestServicesMatchLoad(t *testing.T) {
 		}
 	}
 }
+
+func TestFullOK(t *testing.T) {
+	st := ipvsState{vs: map[string]map[string]int{"100.100.0.1:80": {"100.64.10.0:8080": 1}}}
+	s := &benchService{vip: "100.100.0.1", eps: []string{"100.64.10.0:8080"}}
+	for _, tc := range []struct {
+		name string
+		ex   nodeExtras
+		want bool
+	}{
+		{"all there", nodeExtras{addrs: map[string]bool{"100.100.0.1": true}, clusterIP: map[string]bool{"100.100.0.1,tcp:80": true}}, true},
+		{"no address", nodeExtras{addrs: map[string]bool{}, clusterIP: map[string]bool{"100.100.0.1,tcp:80": true}}, false},
+		{"no set entry", nodeExtras{addrs: map[string]bool{"100.100.0.1": true}, clusterIP: map[string]bool{}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := fullOK(st, tc.ex, s); got != tc.want {
+				t.Errorf("fullOK = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -73,6 +73,7 @@ var ipvsRows = []rowDef{
 	{Key: "bulk.api_s", Label: "bulk create: API writes done (loader, on the host)", Unit: "s", Digits: 2},
 	{Key: "bulk.programmed_s", Label: "bulk create: load request → all N in IPVS", Unit: "s", Digits: 2},
 	{Key: "bulk.after_api_s", Label: "bulk create: loader's reply → all N in IPVS", Unit: "s", Digits: 2, Floor: "floor.ipvs_s"},
+	{Key: "bulk.full_after_api_s", Label: "bulk create: loader's reply → all N also on kube-ipvs0 and in KUBE-CLUSTER-IP", Unit: "s", Digits: 2, Floor: "floor.all_s"},
 	{Key: "bulk.cpu_s", Label: "bulk create: proxy CPU (self + children)", Unit: "s", Digits: 2},
 	{Key: "bulk.rss_mb", Label: "bulk create: proxy peak RSS", Unit: "MiB"},
 	{Key: "read.idle_ms", Label: "read of /proc/net/ip_vs, idle (median of 3)", Unit: "ms"},
@@ -86,6 +87,7 @@ var ipvsRows = []rowDef{
 	{Key: "warm.cpu_s", Label: "restart, state kept: proxy CPU", Unit: "s", Digits: 2},
 	{Key: "warm.rss_mb", Label: "restart, state kept: proxy peak RSS", Unit: "MiB"},
 	{Key: "cold.programmed_s", Label: "restart, kernel flushed: start → all N in IPVS", Unit: "s", Digits: 2, Floor: "floor.ipvs_s"},
+	{Key: "cold.full_s", Label: "restart, kernel flushed: start → all N also on kube-ipvs0 and in KUBE-CLUSTER-IP", Unit: "s", Digits: 2, Floor: "floor.all_s"},
 	{Key: "cold.cpu_s", Label: "restart, kernel flushed: proxy CPU", Unit: "s", Digits: 2},
 	{Key: "cold.rss_mb", Label: "restart, kernel flushed: proxy peak RSS", Unit: "MiB"},
 	{Key: "change.p50_ms", Label: "one change: API write request → new real server, p50", Unit: "ms"},
@@ -97,6 +99,7 @@ var ipvsRows = []rowDef{
 	{Key: "delete.after_api_s", Label: "bulk delete: deleter's reply → no virtual server left", Unit: "s", Digits: 2},
 	{Key: "delete.cpu_s", Label: "bulk delete: proxy CPU", Unit: "s", Digits: 2},
 	{Key: "poll.full_mean_ms", Label: "poller: /proc/net/ip_vs read, mean", Unit: "ms"},
+	{Key: "poll.extras_mean_ms", Label: "poller: /proc/net/ip_vs + kube-ipvs0 + KUBE-CLUSTER-IP read, mean", Unit: "ms"},
 	{Key: "poll.endpoint_mean_ms", Label: "poller: one virtual server's real servers (netlink), mean", Unit: "ms", Digits: 2},
 }
 
@@ -109,7 +112,7 @@ var ipvsFloorRows = []rowDef{
 
 // noRatio: figures of the instrument, not of the proxy.
 var noRatio = map[string]bool{"bulk.api_s": true, "delete.api_s": true, "poll.full_mean_ms": true,
-	"poll.vips_mean_ms": true, "poll.endpoint_mean_ms": true, "sandbox.start_s": true, "sandbox.cleanup_s": true,
+	"poll.vips_mean_ms": true, "poll.endpoint_mean_ms": true, "poll.extras_mean_ms": true, "sandbox.start_s": true, "sandbox.cleanup_s": true,
 	"churn.rate_per_s": true, "churn.write_lag_p99_ms": true, "churn.kept_up": true, "churn.superseded": true,
 	"churn.drain_read_ms": true}
 
