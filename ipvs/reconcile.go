@@ -55,21 +55,28 @@ func (s *ipvsSync) ensureVirtualServers(ctx context.Context, plan Plan, have map
 		if exists && !s.inspect(want) {
 			continue
 		}
-		if err := s.syncRealServers(ctx, want); err != nil {
+		var rss []RealServer
+		if exists {
+			// A virtual server this sync just added has no real servers: listing them
+			// would cost one netlink dump per new service (a cold start's N) for nothing.
+			var err error
+			if rss, err = s.ipvs.ListRealServers(ctx, want.VSKey); err != nil {
+				s.errs = append(s.errs, err)
+				continue
+			}
+		}
+		if err := s.syncRealServers(ctx, want, rss); err != nil {
 			s.errs = append(s.errs, err)
 		}
 	}
 }
 
-// syncRealServers makes the virtual server's real servers the planned ones, each of weight
-// 1; a real server no longer planned is drained (graceful termination, as upstream): weight
-// 0, deleted once it has no active and no inactive connection. UDP and SCTP real servers
-// are deleted at once (with expire_nodest_conn=1 their flows move on their next packet).
-func (s *ipvsSync) syncRealServers(ctx context.Context, want PlannedVS) error {
-	cur, err := s.ipvs.ListRealServers(ctx, want.VSKey)
-	if err != nil {
-		return err
-	}
+// syncRealServers makes the virtual server's real servers (cur, as listed) the planned ones,
+// each of weight 1; a real server no longer planned is drained (graceful termination, as
+// upstream): weight 0, deleted once it has no active and no inactive connection. UDP and
+// SCTP real servers are deleted at once (with expire_nodest_conn=1 their flows move on their
+// next packet).
+func (s *ipvsSync) syncRealServers(ctx context.Context, want PlannedVS, cur []RealServer) error {
 	var errs []error
 	have := map[netip.AddrPort]RealServer{}
 	for _, rs := range cur {
