@@ -57,13 +57,18 @@ func runIPVS(cfg config) error {
 	if err := checkStatic(self); err != nil {
 		return fmt.Errorf("%s goes into the VM: %w (build it with CGO_ENABLED=0)", self, err)
 	}
-	sel := selectIPVSProxies(cfg.Only)
+	sel := selectIPVSProxies(cfg.Only, cfg.BaseBin != "")
 	if len(sel) == 0 {
 		return fmt.Errorf("-only %q matches no proxy of -mode ipvs", cfg.Only)
 	}
 	files := []string{cfg.KProxyBin}
-	if len(sel) > 1 || sel[0].Name != "kproxy" {
-		files = append(files, filepath.Join(cfg.K8sBin, "kube-proxy"))
+	for _, p := range sel {
+		if p.Name == "kube-proxy ipvs" {
+			files = append(files, filepath.Join(cfg.K8sBin, "kube-proxy"))
+		}
+	}
+	if cfg.BaseBin != "" {
+		files = append(files, cfg.BaseBin)
 	}
 	for _, b := range files {
 		if err := checkStatic(b); err != nil {
@@ -128,6 +133,18 @@ func runIPVS(cfg config) error {
 		return err
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
+	if cfg.BaseBin != "" {
+		// in the VM as /kproxy/kproxy-base (run-test.sh -f keeps the file's name)
+		b, err := os.ReadFile(cfg.BaseBin)
+		if err != nil {
+			return err
+		}
+		base := filepath.Join(dir, "kproxy-base")
+		if err := os.WriteFile(base, b, 0o755); err != nil {
+			return err
+		}
+		files[len(files)-1] = base
+	}
 	kc := filepath.Join(dir, "kubeconfig")
 	if err := c.WriteProxyKubeconfig(kc, "https://"+harness.VMAPIServerIP.String()+":6443"); err != nil {
 		return err
@@ -202,7 +219,11 @@ func guestFlags(cfg config) []string {
 	for _, n := range cfg.Ns {
 		ns = append(ns, strconv.Itoa(n))
 	}
-	return []string{"-n", strings.Join(ns, ","), "-e", strconv.Itoa(cfg.E), "-rounds", strconv.Itoa(cfg.Rounds),
+	base := ""
+	if cfg.BaseBin != "" {
+		base = "/kproxy/kproxy-base"
+	}
+	return []string{"-kproxy-base-bin", base, "-n", strings.Join(ns, ","), "-e", strconv.Itoa(cfg.E), "-rounds", strconv.Itoa(cfg.Rounds),
 		"-changes", strconv.Itoa(cfg.Changes), "-spacing", cfg.Spacing.String(), "-cap", cfg.Cap.String(),
 		"-settle", cfg.Settle.String(), "-poll-gap", cfg.Gap.String(), "-bulk-poll-gap", cfg.BulkGap.String(),
 		"-floors=" + strconv.FormatBool(cfg.Floors), "-only", cfg.Only, "-dump-dir", cfg.DumpDir, "-quiet-cap", cfg.QuietCap.String()}

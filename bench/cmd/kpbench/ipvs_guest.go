@@ -49,13 +49,22 @@ const (
 	backendIPVS = "ipvs"
 )
 
-// selectIPVSProxies is ipvsProxies, or those named in only (comma-separated).
-func selectIPVSProxies(only string) []proxyCfg {
+// kproxyBaseIPVS is "kproxy base" of -mode ipvs: a second kproxy binary (-kproxy-base-bin,
+// /kproxy/kproxy-base in the VM), same flags: before/after in one run.
+var kproxyBaseIPVS = proxyCfg{Name: "kproxy base", Proxy: harnessNone, Kernel: kernelIPVS, Args: []string{"/kproxy/kproxy-base", "--mode=ipvs"}}
+
+// selectIPVSProxies is ipvsProxies (with "kproxy base" when base), or those named in only
+// (comma-separated).
+func selectIPVSProxies(only string, base bool) []proxyCfg {
+	all := ipvsProxies
+	if base {
+		all = append(append([]proxyCfg(nil), ipvsProxies...), kproxyBaseIPVS)
+	}
 	if only == "" {
-		return ipvsProxies
+		return all
 	}
 	var out []proxyCfg
-	for _, p := range ipvsProxies {
+	for _, p := range all {
 		if strings.Contains(","+only+",", ","+p.Name+",") {
 			out = append(out, p)
 		}
@@ -113,8 +122,12 @@ func ipvsGuest(cfg config) error {
 	}
 	ctl := &ctlClient{hc: &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 2}}}
 	rep := &guestReport{Kernel: readTrim("/proc/sys/kernel/osrelease"), Versions: map[string]string{}}
-	for name, args := range map[string][]string{"kproxy": {"/kproxy/kproxy", "--version"}, "kube-proxy": {"/kproxy/kube-proxy", "--version"},
-		"iptables": {"iptables", "--version"}, "ipset": {"ipset", "--version"}, "ipvsadm": {"ipvsadm", "--version"}} {
+	tools := map[string][]string{"kproxy": {"/kproxy/kproxy", "--version"}, "kube-proxy": {"/kproxy/kube-proxy", "--version"},
+		"iptables": {"iptables", "--version"}, "ipset": {"ipset", "--version"}, "ipvsadm": {"ipvsadm", "--version"}}
+	if cfg.BaseBin != "" {
+		tools["kproxyBase"] = []string{"/kproxy/kproxy-base", "--version"}
+	}
+	for name, args := range tools {
 		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 		if err != nil {
 			rep.Versions[name] = "? (" + err.Error() + ")"
@@ -144,7 +157,7 @@ func guestSections(cfg config, ctl *ctlClient, rep *guestReport) error {
 	for _, n := range cfg.Ns {
 		cfg.N = n
 		sec := &section{sectionCfg: sectionCfg{N: n, Backend: backendIPVS}, IPTables: rep.Versions["iptables"],
-			Proxies: selectIPVSProxies(cfg.Only), Floors: map[string]float64{}}
+			Proxies: selectIPVSProxies(cfg.Only, cfg.BaseBin != ""), Floors: map[string]float64{}}
 		rep.Sections = append(rep.Sections, sec)
 		if cfg.Floors {
 			t0 := time.Now()
