@@ -121,13 +121,15 @@ var (
 	grey     = color.RGBA{0x99, 0x99, 0x99, 0xff}
 	light    = color.RGBA{0xe6, 0xe6, 0xe6, 0xff}
 	darkGrey = color.RGBA{0x44, 0x44, 0x44, 0xff}
+	// ipvsFloorGrey tells the IPVS floor (netlink, in the VM) from the iptables ones
+	ipvsFloorGrey = color.RGBA{0x66, 0x99, 0x66, 0xff}
 )
 
 func drawPlot(secs []*section) *image.RGBA {
 	const w, h, cols, legendH = 1400, 1060, 2, 140
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	fill(img, img.Bounds(), color.RGBA{0xff, 0xff, 0xff, 0xff})
-	drawText(img, 20, 12, "kpbench: latency against N (services × 5 endpoints), log-log; dashed: iptables-restore floor", black)
+	drawText(img, 20, 12, "kpbench: latency against N (services × 5 endpoints), log-log; dashed: the floors (iptables-restore; [ipvs]: netlink in the VM)", black)
 
 	// One colour per series name, the same in every panel.
 	names := map[string]bool{}
@@ -155,8 +157,11 @@ func drawPlot(secs []*section) *image.RGBA {
 	for _, name := range order {
 		if isFloor(name) {
 			colours[name] = grey
-			if name == "floor ["+backendLegacy+"]" {
+			switch name {
+			case "floor [" + backendLegacy + "]":
 				colours[name] = darkGrey
+			case "floor [" + backendIPVS + "]":
+				colours[name] = ipvsFloorGrey
 			}
 			continue
 		}
