@@ -133,17 +133,15 @@ func runIPVS(cfg config) error {
 		return err
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
+	// run-test.sh -f keeps a file's name: the binaries go in as /kproxy/kproxy and
+	// /kproxy/kproxy-base whatever they are called here.
+	if files[0], err = copyAs(cfg.KProxyBin, filepath.Join(dir, "kproxy")); err != nil {
+		return err
+	}
 	if cfg.BaseBin != "" {
-		// in the VM as /kproxy/kproxy-base (run-test.sh -f keeps the file's name)
-		b, err := os.ReadFile(cfg.BaseBin)
-		if err != nil {
+		if files[len(files)-1], err = copyAs(cfg.BaseBin, filepath.Join(dir, "kproxy-base")); err != nil {
 			return err
 		}
-		base := filepath.Join(dir, "kproxy-base")
-		if err := os.WriteFile(base, b, 0o755); err != nil {
-			return err
-		}
-		files[len(files)-1] = base
 	}
 	kc := filepath.Join(dir, "kubeconfig")
 	if err := c.WriteProxyKubeconfig(kc, "https://"+harness.VMAPIServerIP.String()+":6443"); err != nil {
@@ -227,6 +225,15 @@ func guestFlags(cfg config) []string {
 		"-changes", strconv.Itoa(cfg.Changes), "-spacing", cfg.Spacing.String(), "-cap", cfg.Cap.String(),
 		"-settle", cfg.Settle.String(), "-poll-gap", cfg.Gap.String(), "-bulk-poll-gap", cfg.BulkGap.String(),
 		"-floors=" + strconv.FormatBool(cfg.Floors), "-only", cfg.Only, "-dump-dir", cfg.DumpDir, "-quiet-cap", cfg.QuietCap.String()}
+}
+
+// copyAs copies the executable src to dst and returns dst.
+func copyAs(src, dst string) (string, error) {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return "", err
+	}
+	return dst, os.WriteFile(dst, b, 0o755)
 }
 
 // checkStatic fails for a dynamically linked ELF (the guest has no libc).
