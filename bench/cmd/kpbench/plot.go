@@ -25,8 +25,8 @@ type panelDef struct {
 var panels = []panelDef{
 	{title: "cold start: start -> all N in kernel (s)", key: "cold.programmed_s", floor: "floor.batched_s", ipvsFloor: "floor.ipvs_s", scale: 1},
 	{title: "bulk create: last write -> all N in kernel (s)", key: "bulk.after_api_s", floor: "floor.batched_s", ipvsFloor: "floor.ipvs_s", scale: 1},
-	{title: "one change: API write -> new DNAT, p50 (s)", key: "change.p50_ms", floor: "floor.one_service_ms", scale: 0.001},
-	{title: "churn: API write -> new DNAT, p99 (s)", key: "churn.p99_ms", floor: "floor.one_service_ms", scale: 0.001},
+	{title: "one change: API write -> new endpoint in kernel, p50 (s)", key: "change.p50_ms", floor: "floor.one_service_ms", scale: 0.001},
+	{title: "churn: API write -> new endpoint in kernel, p99 (s)", key: "churn.p99_ms", floor: "floor.one_service_ms", scale: 0.001},
 }
 
 // point is one N of one series.
