@@ -187,6 +187,10 @@ func runIPVS(cfg config) error {
 	if rep == nil {
 		return fmt.Errorf("the guest posted no results (VM: %w)", vmErr)
 	}
+	if !rep.Complete {
+		res.Config["partial"] = "the VM run stopped before the end: the sections hold the runs that finished"
+		logf("the VM run stopped before the end: reporting the runs that finished")
+	}
 	res.Machine["vmKernel"] = rep.Kernel
 	res.Machine["vmRunSeconds"] = round(time.Since(tVM).Seconds(), 1)
 	for k, v := range rep.Versions {

@@ -84,6 +84,9 @@ type guestReport struct {
 	Versions map[string]string `json:"versions"`
 	Sections []*section        `json:"sections"`
 	Error    string            `json:"error,omitempty"`
+	// Complete is false in the reports posted after each run (so that a VM run stopped
+	// early still leaves the runs that finished), true in the last.
+	Complete bool `json:"complete"`
 }
 
 // ctlClient talks to the host's ctl server.
@@ -140,6 +143,7 @@ func ipvsGuest(cfg config) error {
 	if err != nil {
 		rep.Error = err.Error()
 	}
+	rep.Complete = true
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if perr := ctl.call(ctx, "/report", rep, nil); perr != nil {
@@ -182,6 +186,7 @@ func guestSections(cfg config, ctl *ctlClient, rep *guestReport) error {
 				if cfg.DumpDir != "" {
 					postLog(ctl, guestLog(p, cfg.N, rr.Round))
 				}
+				postPartial(ctl, rep)
 			}
 		}
 	}
@@ -675,6 +680,15 @@ func mergeSnap(s ipvsSnapshot) map[string]bool {
 		}
 	}
 	return out
+}
+
+// postPartial posts the report so far (Complete false).
+func postPartial(ctl *ctlClient, rep *guestReport) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := ctl.call(ctx, "/report", rep, nil); err != nil {
+		logf("guest: post the report so far: %v", err)
+	}
 }
 
 // guestLog is where a proxy's log goes in the VM.
