@@ -24,6 +24,8 @@ if [[ $MODE == ipvs ]] && ! grep -q ip_vs /proc/modules 2>/dev/null && [[ ! -d /
   # this kernel has no IPVS: the whole tier runs inside e2e/vm's qemu VM (vm/vm.sh, README "IPVS mode")
   VM=1
 fi
+# deploy/'s DaemonSet needs pod tokens: the ServiceAccount admission plugin on (up.sh)
+[[ " $PROXIES " == *" kproxy-daemonset "* ]] && export KPC_SA_ADMISSION=1
 T0=$SECONDS
 RESULTS=$CONF_DIR/results/$MODE-$SET-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RESULTS"

@@ -181,7 +181,7 @@ EOT
 EOT
   start "containerd$i" "$(node_ns "$i")" containerd --config "$d/containerd/config.toml"
   until ctr -a "$d/containerd/containerd.sock" version >/dev/null 2>&1; do alive "containerd$i"; sleep 0.05; done
-  ( for im in pause agnhost nginx glibc-dns-testing busybox; do
+  ( for im in ${KPC_IMAGES:-pause agnhost nginx glibc-dns-testing busybox}; do
       ctr -a "$d/containerd/containerd.sock" -n k8s.io images import "$IMAGES/$im.tar" >/dev/null
     done ) &
   imports+=($!)
@@ -195,6 +195,11 @@ start etcd "$FAB" "$K8S_BIN/etcd" --name "$P" --data-dir "$STATE/etcd" \
   --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
   --initial-cluster "$P=http://127.0.0.1:2380" --unsafe-no-fsync --log-level warn
 until inns "$FAB" curl -sf http://127.0.0.1:2379/health >/dev/null; do alive etcd; sleep 0.05; done
+# ServiceAccount admission: off by default (the proxies run as processes with a kubeconfig, and
+# the recorded runs were made so); on with KPC_SA_ADMISSION=1, which conformance.sh sets for
+# kproxy-daemonset: deploy/'s pods reach the apiserver with their projected token, as in a cluster.
+sa_admission=(--disable-admission-plugins=ServiceAccount)
+[[ ${KPC_SA_ADMISSION:-0} == 1 ]] && sa_admission=()
 start kube-apiserver "$FAB" "$K8S_BIN/kube-apiserver" \
   --etcd-servers=http://127.0.0.1:2379 --bind-address=0.0.0.0 --advertise-address="$FAB_IP" \
   --secure-port=$APISERVER_PORT --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
@@ -202,7 +207,7 @@ start kube-apiserver "$FAB" "$K8S_BIN/kube-apiserver" \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
   --service-cluster-ip-range="$SERVICE_CIDR" --service-node-port-range=30000-32767 \
-  --disable-admission-plugins=ServiceAccount --allow-privileged=true --profiling=false \
+  "${sa_admission[@]}" --allow-privileged=true --profiling=false \
   --kubelet-preferred-address-types=InternalIP \
   --kubelet-client-certificate="$PKI/admin.crt" --kubelet-client-key="$PKI/admin.key"
 until [[ $(inns "$FAB" curl -sk --max-time 1 https://127.0.0.1:$APISERVER_PORT/readyz 2>/dev/null) == ok ]]; do alive kube-apiserver; sleep 0.1; done
