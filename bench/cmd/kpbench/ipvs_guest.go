@@ -283,16 +283,23 @@ func waitSynced(since time.Time, capd time.Duration) time.Time {
 
 // pollIPVS reads the IPVS table until cond holds (ready() false: not checked yet), spacing
 // reads by max(gap, 3 × the last read's duration) so that the poller takes at most a quarter
-// of the VM's one vCPU. The time is the midpoint of the first read that saw it.
+// of the VM's one vCPU. The time is the midpoint of the first read that saw it. capd counts
+// from when ready() first holds (bulk create: the loader's reply, whose own time is not the
+// proxy's); before that, reads go on for at most another capd.
 func pollIPVS(gap, capd time.Duration, ps *pollStats, ready func() bool, cond func(ipvsState) bool) (pollResult, error) {
 	deadline := time.Now().Add(capd)
+	wasReady := false
 	for {
 		st, at, d, err := readTimed()
 		if err != nil {
 			return pollResult{}, err
 		}
 		ps.add(d)
-		if ready() && cond(st) {
+		ok := ready()
+		if ok && !wasReady {
+			wasReady, deadline = true, time.Now().Add(capd)
+		}
+		if ok && cond(st) {
 			return pollResult{At: at}, nil
 		}
 		if time.Now().After(deadline) {
