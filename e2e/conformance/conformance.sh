@@ -4,7 +4,9 @@
 # the same nodes (proxy.sh switches), prints the table (report) and tears everything down
 # (down.sh), on failure and on Ctrl-C too.
 #
-# Usage: conformance.sh [--mode iptables|ipvs] [--set full|quick] [--proxies "kproxy kube-proxy"]
+# Usage: conformance.sh [--mode iptables|ipvs] [--set full|quick|vm] [--proxies "kproxy kube-proxy"]
+#   --mode ipvs on a kernel without IPVS (this host's) runs the tier inside e2e/vm's qemu VM
+#   (vm/vm.sh), the set vm unless told otherwise (README, "IPVS mode").
 # Results: e2e/conformance/results/<mode>-<set>-<time>/{<proxy>/junit_01.xml,<proxy>/e2e.log,
 #          table.md, logs/} and results/latest → it. Exit status 1 when kproxy failed a spec
 #          the other proxies passed (or, run alone, any spec). KPC_KEEP=1 leaves the cluster up.
@@ -16,13 +18,17 @@ while [[ $# -gt 0 ]]; do
     --mode) MODE=$2; shift 2 ;;
     --set) SET=$2; shift 2 ;;
     --proxies) PROXIES=$2; shift 2 ;;
-    *) echo "usage: $0 [--mode iptables|ipvs] [--set full|quick] [--proxies \"kproxy kube-proxy\"]" >&2; exit 64 ;;
+    *) echo "usage: $0 [--mode iptables|ipvs] [--set full|quick|vm] [--proxies \"kproxy kube-proxy\"]" >&2; exit 64 ;;
   esac
 done
 VM=
 if [[ $MODE == ipvs ]] && ! grep -q ip_vs /proc/modules 2>/dev/null && [[ ! -d /proc/sys/net/ipv4/vs ]]; then
   # this kernel has no IPVS: the whole tier runs inside e2e/vm's qemu VM (vm/vm.sh, README "IPVS mode")
   VM=1
+  if [[ $SET == full && -z ${KPC_VM_FULL:-} ]]; then
+    log "IPVS in the VM: the full set does not fit (README, \"IPVS mode\"): running set vm (KPC_VM_FULL=1 insists)"
+    SET=vm
+  fi
 fi
 # deploy/'s DaemonSet needs pod tokens: the ServiceAccount admission plugin on (up.sh)
 [[ " $PROXIES " == *" kproxy-daemonset "* ]] && export KPC_SA_ADMISSION=1

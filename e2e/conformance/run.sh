@@ -3,19 +3,22 @@
 # cluster, from inside the fabric namespace (it reaches node IPs directly, as a test runner in
 # a real cluster's network), minus the specs of skip.txt.
 #
-# Usage: run.sh full|quick OUTDIR
+# Usage: run.sh full|quick|vm OUTDIR
 #   full   [sig-network] Services specs and every [sig-network] ... [Conformance] spec
 #   quick  [sig-network] Services ... [Conformance] specs only
+#   vm     four of those, each sending traffic through the proxy (what fits the IPVS VM)
 # Writes OUTDIR/junit_01.xml (Ginkgo's JUnit report) and OUTDIR/e2e.log. Exit status: e2e.test's.
 # KPC_FOCUS / KPC_SKIP (regular expressions) replace the focus / add to the skip list.
 set -euo pipefail
 . "$(cd "$(dirname "$0")" && pwd)/env.sh"
-SET=${1:?usage: run.sh full|quick OUTDIR} OUT=${2:?usage: run.sh full|quick OUTDIR}
+SET=${1:?usage: run.sh full|quick|vm OUTDIR} OUT=${2:?usage: run.sh full|quick|vm OUTDIR}
 RUN=$STATE/run
 K8S_BIN=$(cat "$RUN/k8s-bin")
 case $SET in
   full) focus='\[sig-network\] Services |\[sig-network\] .*\[Conformance\]' ;;
   quick) focus='\[sig-network\] Services .*\[Conformance\]' ;;
+  vm) # the IPVS VM's subset (README, "IPVS mode"): four Services [Conformance] specs with traffic
+      focus='\[sig-network\] Services should (be able to create a functioning NodePort service|be able to change the type from ExternalName to NodePort|serve endpoints on same port and different protocols|have session affinity work for service with type clusterIP) .*\[Conformance\]' ;;
   *) echo "run.sh: unknown set $SET" >&2; exit 64 ;;
 esac
 focus=${KPC_FOCUS:-$focus}
