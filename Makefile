@@ -59,8 +59,9 @@ conformance-deps:
 
 # conformance runs the upstream [sig-network] Services and Conformance specs (e2e.test of the
 # pinned Kubernetes version) on two real nodes, with kproxy and then upstream kube-proxy in
-# MODE, and prints one table; results in e2e/conformance/results/latest/. MODE=ipvs needs an
-# IPVS kernel (not this host's). conformance-quick: the Services [Conformance] specs against kproxy deployed
+# MODE, and prints one table; results in e2e/conformance/results/latest/. MODE=ipvs on a kernel
+# without IPVS (this host's) runs the whole tier inside e2e/vm's qemu VM, four specs (README there,
+# "IPVS mode"). conformance-quick: the Services [Conformance] specs against kproxy deployed
 # as an operator does it: deploy/ applied, its image written locally (kproxy-image.sh), run by the kubelets.
 conformance: deps conformance-deps build
 	e2e/conformance/conformance.sh --mode $(MODE) --set full
