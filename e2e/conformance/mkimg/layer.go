@@ -214,9 +214,10 @@ func writeLayer(w io.Writer, spec layerSpec) error {
 			}
 		}
 	}
-	for name, content := range map[string]string{"etc/passwd": defaultPasswd, "etc/group": defaultGroup} {
-		if !l.files[name] {
-			if err := l.writeBytes(name, []byte(content)); err != nil {
+	// a slice, not a map: the entries' order is part of the layer's digest
+	for _, f := range []struct{ name, content string }{{"etc/passwd", defaultPasswd}, {"etc/group", defaultGroup}} {
+		if !l.files[f.name] {
+			if err := l.writeBytes(f.name, []byte(f.content)); err != nil {
 				return err
 			}
 		}
