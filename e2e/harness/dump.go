@@ -24,7 +24,11 @@ func (c *Cluster) DumpNode(t TB, n *Node) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	type section struct{ title, body string }
+	// keepEnd: the test log gets a section's last lines (a log) instead of its first.
+	type section struct {
+		title, body string
+		keepEnd     bool
+	}
 	var sections []section
 	for _, cmd := range [][]string{
 		{"iptables-save"},
@@ -40,10 +44,10 @@ func (c *Cluster) DumpNode(t TB, n *Node) {
 		if err != nil {
 			out += fmt.Sprintf("(%v)\n", err)
 		}
-		sections = append(sections, section{strings.Join(cmd, " "), out})
+		sections = append(sections, section{title: strings.Join(cmd, " "), body: out})
 	}
 	if c.Opts.Proxy != ProxyNone {
-		sections = append(sections, section{"tail -60 " + c.ProxyLog(n), tailFile(c.ProxyLog(n), 60) + "\n"})
+		sections = append(sections, section{title: "tail -60 " + c.ProxyLog(n), body: tailFile(c.ProxyLog(n), 60) + "\n", keepEnd: true})
 	}
 	header := fmt.Sprintf("===== node %s (%s, pod CIDR %s, proxy %s) =====\n", n.Name, n.IP, n.PodCIDR, c.Opts.Proxy)
 	var full, short strings.Builder
@@ -65,8 +69,8 @@ func (c *Cluster) DumpNode(t TB, n *Node) {
 	for _, s := range sections {
 		lines := strings.Split(strings.TrimRight(s.body, "\n"), "\n")
 		fmt.Fprintf(&short, "----- %s\n", s.title)
-		if s.title == "tail -60 "+c.ProxyLog(n) && len(lines) > dumpSectionLines {
-			lines = lines[len(lines)-dumpSectionLines:] // the log's end matters most
+		if s.keepEnd && len(lines) > dumpSectionLines {
+			lines = lines[len(lines)-dumpSectionLines:]
 		} else if len(lines) > dumpSectionLines {
 			more := len(lines) - dumpSectionLines
 			lines = append(lines[:dumpSectionLines], fmt.Sprintf("(+%d lines in the whole dump)", more))

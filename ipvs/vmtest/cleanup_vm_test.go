@@ -28,16 +28,7 @@ func TestCleanupInVM(t *testing.T) {
 	sh(t, "ip", "-n", node, "addr", "add", nodeIP+"/24", "dev", "kpv-e0")
 	sh(t, "ip", "-n", node, "link", "set", "kpv-e0", "up")
 	nsPath := "/run/netns/" + node
-	k, err := ipvs.NewKernel(nsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Close)
-	sets, err := ipset.New(ipset.Options{NetNSPath: nsPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sets.Close)
+	k, sets := openKernel(t, nsPath)
 	in := func(args ...string) string { return sh(t, append([]string{"ip", "netns", "exec", node}, args...)...) }
 	// foreign objects: a virtual server elsewhere, one on the node IP on a port that is not a
 	// node port, and a set of another program

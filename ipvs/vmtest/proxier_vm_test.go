@@ -69,16 +69,7 @@ func TestProxierInVM(t *testing.T) {
 	}
 
 	nsPath := "/run/netns/" + node
-	k, err := ipvs.NewKernel(nsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Close)
-	sets, err := ipset.New(ipset.Options{NetNSPath: nsPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sets.Close)
+	k, sets := openKernel(t, nsPath)
 	w := ipvs.Writers{IPVS: k, Links: k, IPSet: sets, IPTables: iptables.New(iptables.Options{NetNSPath: nsPath})}
 	cfg := ipvs.Config{
 		ClusterCIDR: netip.MustParsePrefix("100.64.0.0/16"), NodeIPs: []netip.Addr{netip.MustParseAddr(nodeIP)},
@@ -348,4 +339,21 @@ func nsName(t *testing.T, name string) string {
 	t.Helper()
 	netnsutil.Create(t, name)
 	return name
+}
+
+// openKernel opens the IPVS/link and ipset handles of the namespace at nsPath, closed when the
+// test ends.
+func openKernel(t *testing.T, nsPath string) (*ipvs.Kernel, *ipset.Handle) {
+	t.Helper()
+	k, err := ipvs.NewKernel(nsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	sets, err := ipset.New(ipset.Options{NetNSPath: nsPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sets.Close)
+	return k, sets
 }

@@ -40,16 +40,7 @@ func TestSyncCostInVM(t *testing.T) {
 	ctx := context.Background()
 	node := nsName(t, "kpv-cost-"+netnsutil.Suffix())
 	nsPath := "/run/netns/" + node
-	k, err := ipvs.NewKernel(nsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Close)
-	sets, err := ipset.New(ipset.Options{NetNSPath: nsPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sets.Close)
+	k, sets := openKernel(t, nsPath)
 	tm := &timings{d: map[string]time.Duration{}, n: map[string]int{}}
 	w := ipvs.Writers{IPVS: timedIPVS{k, tm}, Links: timedLinks{k, tm}, IPSet: timedSets{sets, tm},
 		IPTables: timedIPT{iptables.New(iptables.Options{NetNSPath: nsPath}), tm}}

@@ -41,13 +41,7 @@ import (
 const vmNodeIP = "192.0.2.15" // the guest's eth0 (run-test.sh -n)
 
 func runIPVS(cfg config) error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("must run as root (qemu, network namespaces, /var/cache)")
-	}
-	if err := harness.ValidatePrefix(cfg.Prefix); err != nil {
-		return err
-	}
-	if err := resolveK8sBin(&cfg); err != nil {
+	if err := preflight(&cfg, "qemu, network namespaces, /var/cache"); err != nil {
 		return err
 	}
 	self, err := os.Executable()

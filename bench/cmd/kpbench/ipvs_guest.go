@@ -603,11 +603,7 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 			time.Sleep(d)
 		}
 	}
-	rr.Figures["change.p50_ms"] = percentile(rr.ChangeLatenciesMs, 50)
-	rr.Figures["change.p99_ms"] = percentile(rr.ChangeLatenciesMs, 99)
-	logf("guest:   one change ×%d: p50 %.0fms p99 %.0fms", cfg.Changes, rr.Figures["change.p50_ms"], rr.Figures["change.p99_ms"])
-	time.Sleep(cfg.Settle)
-	if err := ph.end(rr, "change"); err != nil {
+	if err := endChangePhase(ph, rr, cfg.Changes, cfg.Settle, "guest:   "); err != nil {
 		return err
 	}
 

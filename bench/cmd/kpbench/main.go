@@ -222,14 +222,20 @@ func repoRoot() string {
 	return strings.TrimSpace(string(out))
 }
 
-func run(cfg config) error {
+// preflight checks what both modes need: root (needs says what for), a valid sandbox prefix,
+// the Kubernetes binaries.
+func preflight(cfg *config, needs string) error {
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("must run as root (network namespaces, iptables)")
+		return fmt.Errorf("must run as root (%s)", needs)
 	}
 	if err := harness.ValidatePrefix(cfg.Prefix); err != nil {
 		return err
 	}
-	if err := resolveK8sBin(&cfg); err != nil {
+	return resolveK8sBin(cfg)
+}
+
+func run(cfg config) error {
+	if err := preflight(&cfg, "network namespaces, iptables"); err != nil {
 		return err
 	}
 	for _, n := range cfg.Ns {

@@ -31,6 +31,16 @@ func beginPhase(pid int) (phase, error) {
 }
 
 // endPhase records <name>.cpu_s, <name>.cpu_children_s and <name>.rss_mb.
+// endChangePhase records the one-change phase's percentiles, logs them (after indent), lets
+// trailing syncs settle and ends the phase (CPU, RSS).
+func endChangePhase(ph phase, rr *runResult, changes int, settle time.Duration, indent string) error {
+	rr.Figures["change.p50_ms"] = percentile(rr.ChangeLatenciesMs, 50)
+	rr.Figures["change.p99_ms"] = percentile(rr.ChangeLatenciesMs, 99)
+	logf("%sone change ×%d: p50 %.0fms p99 %.0fms", indent, changes, rr.Figures["change.p50_ms"], rr.Figures["change.p99_ms"])
+	time.Sleep(settle)
+	return ph.end(rr, "change")
+}
+
 func (p phase) end(rr *runResult, name string) error {
 	c, err := readCPU(p.pid)
 	if err != nil {
@@ -285,11 +295,7 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 			time.Sleep(d)
 		}
 	}
-	rr.Figures["change.p50_ms"] = percentile(rr.ChangeLatenciesMs, 50)
-	rr.Figures["change.p99_ms"] = percentile(rr.ChangeLatenciesMs, 99)
-	logf("  one change ×%d: p50 %.0fms p99 %.0fms", cfg.Changes, rr.Figures["change.p50_ms"], rr.Figures["change.p99_ms"])
-	time.Sleep(cfg.Settle)
-	if err := ph.end(rr, "change"); err != nil {
+	if err := endChangePhase(ph, rr, cfg.Changes, cfg.Settle, "  "); err != nil {
 		return err
 	}
 
