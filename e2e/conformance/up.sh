@@ -285,9 +285,18 @@ serializeImagePulls: false
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
 imageGCHighThresholdPercent: 100
 EOT
+  # Every kubelet removes and binds /var/lib/kubelet/device-plugins/kubelet.sock (not under
+  # --root-dir): two at once can fail with "address already in use" and exit. Start the next
+  # one only once this one has bound its socket (a new inode there).
+  sock=/var/lib/kubelet/device-plugins/kubelet.sock
+  before=$(stat -c %i "$sock" 2>/dev/null || echo none)
   start "kubelet$i" "$(node_ns "$i")" "$K8S_BIN/kubelet" --config="$d/kubelet-config.yaml" \
     --kubeconfig="$RUN/kubelet$i.kubeconfig" --root-dir="$d/kubelet-root" --cert-dir="$d/kubelet-root/pki" \
     --hostname-override="$(node_name "$i")" --node-ip="$(node_ip "$i")" --v=2
+  s=$SECONDS
+  until [[ -S $sock && $(stat -c %i "$sock" 2>/dev/null) != "$before" ]] || (( SECONDS - s >= 15 )); do
+    alive "kubelet$i"; sleep 0.05
+  done
 done
 for i in $NODES; do
   until [[ $(K get node "$(node_name "$i")" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]; do
