@@ -6,6 +6,8 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -66,6 +68,45 @@ func Reconcile(ctx context.Context, iface Interface, desired []SetState, opts Re
 	return res, errors.Join(errs...)
 }
 
+// ReconcileFrom is Reconcile for a caller that knows what the sets hold: prev is the
+// desired state of its last successful Reconcile or ReconcileFrom, which it vouches is still
+// the kernel's. A set whose definition and entries equal prev's is not touched (no listing,
+// no EnsureSet); a set whose entries differ gets the difference, computed against prev, in
+// place (additions first) or through a rebuild past RebuildThreshold; a set new or changed
+// in definition since prev goes through Reconcile's path. A wrong prev (a set changed by
+// hand since) shows as an error from the kernel or goes unseen until the caller's next
+// Reconcile, which lists every set.
+func ReconcileFrom(ctx context.Context, iface Interface, prev, desired []SetState, opts ReconcileOptions) (ReconcileResult, error) {
+	var res ReconcileResult
+	var errs []error
+	before := make(map[string]SetState, len(prev))
+	for _, st := range prev {
+		before[st.Set.Name] = st
+	}
+	for _, st := range desired {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		old, ok := before[st.Set.Name]
+		var err error
+		switch {
+		case !ok || !reflect.DeepEqual(old.Set, st.Set):
+			err = reconcileSet(ctx, iface, st, opts, &res)
+		case slices.Equal(old.Entries, st.Entries):
+			continue
+		default:
+			var want []Entry
+			if want, err = validEntries(st); err == nil {
+				err = applyEntryChanges(ctx, iface, st.Set, old.Entries, want, opts, &res)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reconcile set %s: %w", st.Set.Name, err))
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
 func reconcileSet(ctx context.Context, iface Interface, st SetState, opts ReconcileOptions, res *ReconcileResult) error {
 	if err := st.Set.Validate(); err != nil {
 		return err
@@ -88,25 +129,31 @@ func reconcileSet(ctx context.Context, iface Interface, st SetState, opts Reconc
 	if opts.Observe != nil {
 		opts.Observe(st.Set.Name, have)
 	}
+	return applyEntryChanges(ctx, iface, st.Set, have, want, opts, res)
+}
+
+// applyEntryChanges brings the set, holding have, to want (validated): in place, additions
+// before deletions, or rebuilt and swapped in (see Reconcile).
+func applyEntryChanges(ctx context.Context, iface Interface, set Set, have, want []Entry, opts ReconcileOptions, res *ReconcileResult) error {
 	add, del := computeEntryChanges(have, want)
 	if len(add) == 0 && len(del) == 0 {
 		return nil
 	}
 	if (opts.RebuildThreshold > 0 && len(add)+len(del) > opts.RebuildThreshold) || !allValid(del) {
-		if err := rebuildSet(ctx, iface, st.Set, want); err != nil {
+		if err := rebuildSet(ctx, iface, set, want); err != nil {
 			return err
 		}
 		res.Rebuilt++
 		return nil
 	}
 	if len(add) > 0 {
-		if err := iface.AddEntries(ctx, st.Set.Name, add); err != nil {
+		if err := iface.AddEntries(ctx, set.Name, add); err != nil {
 			return err
 		}
 		res.Added += len(add)
 	}
 	if len(del) > 0 {
-		if err := iface.DelEntries(ctx, st.Set.Name, del); err != nil {
+		if err := iface.DelEntries(ctx, set.Name, del); err != nil {
 			return err
 		}
 		res.Deleted += len(del)

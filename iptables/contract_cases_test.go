@@ -225,6 +225,22 @@ COMMIT
 `,
 	},
 	{
+		name:  "insert at the head of a chain the restore does not declare",
+		setup: contractSetup,
+		input: "*nat\n-I KUBE-SERVICES 1 -j KUBE-SVC-A\n-I KUBE-SERVICES 1 -j KUBE-SEP-A\nCOMMIT\n",
+		want: `*nat
+:KUBE-SEP-A
+-A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination 100.64.1.10:8080
+:KUBE-SERVICES
+-A KUBE-SERVICES -j KUBE-SEP-A
+-A KUBE-SERVICES -j KUBE-SVC-A
+-A KUBE-SERVICES -d 100.100.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-A
+:KUBE-SVC-A
+-A KUBE-SVC-A -j KUBE-SEP-A
+*filter
+`,
+	},
+	{
 		name:     "new chain that exists",
 		setup:    contractSetup,
 		input:    "*nat\n-N KUBE-SVC-A\nCOMMIT\n",

@@ -81,6 +81,13 @@ func (tx *Transaction) Append(t Table, c Chain, r Rule) {
 	tt.rules = append(tt.rules, "-A "+string(c)+" "+r.String())
 }
 
+// Insert adds a rule at the head of chain c ("-I c 1"), which may be a built-in chain the
+// transaction does not declare; rules inserted into one chain end up in reverse order.
+func (tx *Transaction) Insert(t Table, c Chain, r Rule) {
+	tt := tx.get(t)
+	tt.rules = append(tt.rules, "-I "+string(c)+" 1 "+r.String())
+}
+
 // Delete flushes and deletes the user chain c. The chain must exist, and every rule that
 // jumps to it must be gone by the end of the transaction's rules.
 func (tx *Transaction) Delete(t Table, c Chain) {
@@ -100,7 +107,7 @@ func (tx *Transaction) Empty() bool {
 }
 
 // Counts reports how many chains the transaction declares (and so creates or rewrites), how
-// many rules it appends and how many chains it deletes.
+// many rules it appends or inserts and how many chains it deletes.
 func (tx *Transaction) Counts() (declared, rules, deleted int) {
 	for _, tt := range tx.tables {
 		declared += len(tt.decls)

@@ -18,6 +18,7 @@ func TestTransaction(t *testing.T) {
 	tx.Delete(TableNAT, "KUBE-SVC-OLD")
 	tx.Declare(TableNAT, "KUBE-SVC-A")
 	tx.Declare(TableNAT, ChainKubeServices)
+	tx.Insert(TableNAT, ChainPrerouting, Rule{"-j", "KUBE-SERVICES"})
 	want := `*filter
 :KUBE-SERVICES - [0:0]
 -A KUBE-SERVICES -j RETURN
@@ -27,6 +28,7 @@ COMMIT
 :KUBE-SVC-OLD - [0:0]
 :KUBE-SVC-A - [0:0]
 -A KUBE-SERVICES -m comment --comment "ns/svc:p cluster IP" -j KUBE-SVC-A
+-I PREROUTING 1 -j KUBE-SERVICES
 -X KUBE-SVC-OLD
 COMMIT
 `
@@ -34,8 +36,8 @@ COMMIT
 		t.Errorf("Bytes (-want +got):\n%s", diff)
 	}
 	declared, rules, deleted := tx.Counts()
-	if declared != 4 || rules != 2 || deleted != 1 || tx.Empty() {
-		t.Errorf("Counts = %d, %d, %d, Empty = %v; want 4, 2, 1, false", declared, rules, deleted, tx.Empty())
+	if declared != 4 || rules != 3 || deleted != 1 || tx.Empty() {
+		t.Errorf("Counts = %d, %d, %d, Empty = %v; want 4, 3, 1, false", declared, rules, deleted, tx.Empty())
 	}
 }
 

@@ -58,11 +58,12 @@ type Config struct {
 	NetnsPath string
 	// IPSetRebuildThreshold is ipset.ReconcileOptions.RebuildThreshold.
 	IPSetRebuildThreshold int
-	// RealServerCheckInterval is how often a partial sync also lists the real servers of
-	// every virtual server, so that one deleted or re-weighted by hand comes back (upstream
-	// lists them in every sync). kproxy sets it to half the sync period; 0 means only in
-	// full syncs and for the services that changed.
-	RealServerCheckInterval time.Duration
+	// KernelCheckInterval is how often a partial sync also checks the kernel: lists the
+	// addresses, sets, virtual servers, the real servers of every virtual server and the
+	// iptables tables, and repairs what differs, so that what was changed by hand comes back
+	// (upstream lists everything every sync). Other partial syncs compare with the last
+	// plan written. kproxy sets it to half the sync period; 0 means only in full syncs.
+	KernelCheckInterval time.Duration
 }
 
 // LocalDetector is how the rules recognise traffic from pods on this node

@@ -56,20 +56,33 @@
 //
 // # A sync (Proxier.Apply)
 //
-//  1. ComputePlan; ensure kube-ipvs0 (created down, with the dummy driver's NOARP, as
-//     upstream) and list its addresses.
+// The plan is computed by a PlanCache: the plan of each service port (a fragment) is kept
+// between syncs and recomputed only for the services the snapshot names as changed (all of
+// them in a full sync), then the fragments are merged in name order.
+//
+// A sync that checks the kernel (every full sync, and a partial one once
+// Config.KernelCheckInterval, half kproxy's sync period, has passed since the last check,
+// so that what was changed by hand comes back within a sync period, as with upstream, which
+// lists everything every sync):
+//
+//  1. ensure kube-ipvs0 (created down, with the dummy driver's NOARP, as upstream) and list
+//     its addresses.
 //  2. ipset.Reconcile of every set (entries added before others are deleted).
 //  3. List the virtual servers (one dump); add the missing ones, update those whose
-//     scheduler, flags or timeout differ; list the real servers of new virtual servers,
-//     of changed services and of those with draining real servers (of all of them in a
-//     full sync, and once per Config.RealServerCheckInterval, half kproxy's sync period, so
-//     that a real server deleted or re-weighted by hand comes back as with upstream, which
-//     lists them every sync), and add, re-weight or drain the difference.
+//     scheduler, flags or timeout differ; list the real servers of every existing virtual
+//     server, and add, re-weight or drain the difference.
 //  4. Bind the missing addresses to kube-ipvs0.
 //  5. iptables: one iptables-save per table, compare the owned chains (in iptables-save's
 //     canonical form) with the plan, one iptables-restore --noflush of the chains that
-//     differ, then the built-in-chain jumps that are missing (iptables -I).
+//     differ and of the missing jumps from the built-in chains.
 //  6. Unbind stale kube-ipvs0 addresses; delete stale virtual servers kproxy owns.
+//
+// Any other (partial) sync lists nothing: it compares the plan with the plan the last
+// successful sync wrote and writes the difference in the same order (ipset.ReconcileFrom for
+// the sets; virtual servers and addresses added and removed; the chains only when their
+// rules changed), listing the real servers only of the virtual servers of changed services,
+// of those whose planned real servers changed and of those with draining real servers. A
+// write the kernel refuses fails the sync, and the next one is full.
 //
 // Graceful termination (upstream's graceful_termination.go, but stateless): a real server
 // no longer wanted (endpoint removed, or terminating while ready ones exist) is deleted at
@@ -88,11 +101,13 @@
 // removes kube-ipvs0 addresses no service wants, except excluded ones. Sets it never
 // destroys; chains it only rewrites (its own names).
 //
-// A restart with nothing changed writes nothing: every step compares first. What scales:
-// a sync costs one IPVS dump plus one real-server dump per inspected virtual server (every
-// one at most once per RealServerCheckInterval), one
-// ipset listing per set, two iptables-save and one kube-ipvs0 address dump; writes are one
-// netlink message per changed object and at most one iptables-restore.
+// A restart with nothing changed writes nothing: every step compares first. What scales: a
+// sync that checks the kernel costs one IPVS dump plus one real-server dump per virtual
+// server, one ipset listing per set, two iptables-save and one kube-ipvs0 address dump; a
+// partial sync costs the real-server dumps of the changed services and no listing; writes are
+// one netlink message per changed object and at most one iptables-restore. The Go work of a
+// partial sync (the merge and the comparison with the last plan) is O(N) in cheap
+// comparisons: 26 ms for one change among 10,000 services (BenchmarkPartialSyncOneChange10k).
 //
 // Imports: endpoints (the model), ipset and iptables (kernel libraries), moby/ipvs and
 // vishvananda/netlink in kernel_linux.go only. It must not import proxier or another mode.

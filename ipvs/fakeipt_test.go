@@ -49,6 +49,18 @@ func (f *fakeIPT) Restore(_ context.Context, data []byte) error {
 		case strings.HasPrefix(line, ":"):
 			name, _, _ := strings.Cut(line[1:], " ")
 			f.declare(table, iptables.Chain(name))
+		case strings.HasPrefix(line, "-I "):
+			name, rest, _ := strings.Cut(line[3:], " ")
+			rest, ok := strings.CutPrefix(rest, "1 ")
+			if _, exists := f.chains[table][iptables.Chain(name)]; !exists || !ok {
+				return &iptables.RestoreError{Msg: "bad insert " + line}
+			}
+			args, err := splitRestoreArgs(rest)
+			if err != nil {
+				return err
+			}
+			c := iptables.Chain(name)
+			f.chains[table][c] = append([]string{canonicalRule(iptables.IPv4, table, args)}, f.chains[table][c]...)
 		case strings.HasPrefix(line, "-A "):
 			name, rest, _ := strings.Cut(line[3:], " ")
 			if _, ok := f.chains[table][iptables.Chain(name)]; !ok {

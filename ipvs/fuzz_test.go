@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kproxy/kproxy/endpoints"
@@ -23,7 +24,9 @@ import (
 // and unique with sorted, unique real servers of the family; a sync over the fakes (which
 // return the kernel's errors: ipset entries that do not fit their set, virtual servers that
 // exist) succeeds; a second sync with nothing changed writes nothing; a sync of an empty
-// state leaves no virtual server.
+// state leaves no virtual server; and a partial sync from the state after the first half of
+// the events to the state after all of them (Changed as the tracker reports it, no kernel
+// check) leaves the kernel as a full sync of the final state from scratch does.
 //
 // Run it with: go test ./ipvs -run '^$' -fuzz FuzzPlanApply -fuzztime 60s -fuzzminimizetime 50x
 func FuzzPlanApply(f *testing.F) {
@@ -38,6 +41,7 @@ func FuzzPlanApply(f *testing.F) {
 		ops := apifuzz.Decode(data)
 		for _, fam := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
 			checkPlanApply(t, fam, knobs, ops)
+			checkPartialSync(t, fam, knobs, ops)
 		}
 	})
 }
@@ -133,4 +137,79 @@ func checkPlanApply(t *testing.T, fam iptables.Family, knobs uint8, ops []apifuz
 	if left = slices.DeleteFunc(left, func(vs VirtualServer) bool { return vs.IP.Is4() != (fam == iptables.IPv4) }); len(left) > 0 {
 		t.Errorf("%s: %d virtual servers left after a sync of an empty state, e.g. %s", fam, len(left), left[0])
 	}
+}
+
+// checkPartialSync: a full sync of the state after the first half of ops, then a partial
+// sync (no kernel check) to the state after all of them, must leave the fakes as a full
+// sync of the final state on empty fakes does.
+func checkPartialSync(t *testing.T, fam iptables.Family, knobs uint8, ops []apifuzz.Op) {
+	t.Helper()
+	ipFamily := v1.IPv4Protocol
+	if fam == iptables.IPv6 {
+		ipFamily = v1.IPv6Protocol
+	}
+	node := endpoints.NodeInfo{Name: "node-a", Zone: "zone-a"}
+	cfg := fuzzIPVSConfig(fam, knobs)
+	ctx := context.Background()
+	svcs1, sls1 := apifuzz.Live(ops[:len(ops)/2])
+	svcs2, sls2 := apifuzz.Live(ops)
+
+	tracker := endpoints.NewTracker(endpoints.TrackerOptions{IPFamily: ipFamily})
+	for _, s := range svcs1 {
+		tracker.OnServiceAdd(s)
+	}
+	for _, s := range sls1 {
+		tracker.OnEndpointSliceAdd(s)
+	}
+	inc := newFuzzEnv(t, cfg)
+	if err := inc.p.Apply(ctx, tracker.Checkout(), node, true); err != nil {
+		t.Fatalf("%s (knobs %08b): full sync of the first half: %v", fam, knobs, err)
+	}
+	oldSvcs := map[types.NamespacedName]*v1.Service{}
+	for _, s := range svcs1 {
+		oldSvcs[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+	}
+	for _, s := range svcs2 {
+		k := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+		tracker.OnServiceUpdate(oldSvcs[k], s)
+		delete(oldSvcs, k)
+	}
+	for _, s := range oldSvcs {
+		tracker.OnServiceDelete(s)
+	}
+	oldSlices := map[types.NamespacedName]*discovery.EndpointSlice{}
+	for _, s := range sls1 {
+		oldSlices[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+	}
+	for _, s := range sls2 {
+		k := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+		tracker.OnEndpointSliceUpdate(oldSlices[k], s)
+		delete(oldSlices, k)
+	}
+	for _, s := range oldSlices {
+		tracker.OnEndpointSliceDelete(s)
+	}
+	if err := inc.p.Apply(ctx, tracker.Checkout(), node, false); err != nil {
+		t.Fatalf("%s (knobs %08b): partial sync to the final state: %v", fam, knobs, err)
+	}
+
+	final := endpoints.NewTracker(endpoints.TrackerOptions{IPFamily: ipFamily})
+	for _, s := range svcs2 {
+		final.OnServiceAdd(s)
+	}
+	for _, s := range sls2 {
+		final.OnEndpointSliceAdd(s)
+	}
+	fresh := newFuzzEnv(t, cfg)
+	if err := fresh.p.Apply(ctx, final.Checkout(), node, true); err != nil {
+		t.Fatalf("%s (knobs %08b): full sync of the final state: %v", fam, knobs, err)
+	}
+	assertSameKernel(t, inc, fresh)
+}
+
+func newFuzzEnv(t *testing.T, cfg Config) *testEnv {
+	t.Helper()
+	e := &testEnv{ipvs: NewFakeIPVS(), links: NewFakeLinks(), sets: ipset.NewFake(), ipt: newFakeIPT()}
+	e.p = e.newProxier(t, cfg)
+	return e
 }

@@ -100,9 +100,9 @@ type iptablesStats struct {
 	RestoreFailed bool
 }
 
-// syncRules reads the nat and filter tables, rewrites (in one iptables-restore --noflush)
-// only the owned chains whose rules differ from the plan's, then ensures the jumps from the
-// built-in chains. Nothing is written when the kernel already matches.
+// syncRules reads the nat and filter tables and, in one iptables-restore --noflush, rewrites
+// only the owned chains whose rules differ from the plan's and inserts the missing jumps from
+// the built-in chains. Nothing is written when the kernel already matches.
 func syncRules(ctx context.Context, ipt iptables.Interface, fam iptables.Family, chains []ChainRules) (iptablesStats, error) {
 	var st iptablesStats
 	kernel := map[iptables.Table]map[iptables.Chain][]string{}
@@ -132,20 +132,17 @@ func syncRules(ctx context.Context, ipt iptables.Interface, fam iptables.Family,
 		st.ChainsWritten++
 		st.RulesWritten += len(c.Rules)
 	}
+	for _, j := range baseJumps {
+		if !slices.Contains(kernel[j.table][j.from], canonicalRule(fam, j.table, j.rule())) {
+			tx.Insert(j.table, j.from, j.rule())
+			st.JumpsEnsured++
+		}
+	}
 	if !tx.Empty() {
 		if err := ipt.Restore(ctx, tx.Bytes()); err != nil {
 			st.RestoreFailed = true
-			return st, fmt.Errorf("restore IPVS mode chains: %w", err)
+			return st, fmt.Errorf("restore IPVS mode chains and jumps: %w", err)
 		}
-	}
-	for _, j := range baseJumps {
-		if slices.Contains(kernel[j.table][j.from], canonicalRule(fam, j.table, j.rule())) {
-			continue
-		}
-		if _, err := ipt.EnsureRule(ctx, iptables.Prepend, j.table, j.from, j.rule()...); err != nil {
-			return st, fmt.Errorf("ensure jump from %s %s to %s: %w", j.table, j.from, j.to, err)
-		}
-		st.JumpsEnsured++
 	}
 	return st, nil
 }

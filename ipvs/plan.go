@@ -1,8 +1,8 @@
 package ipvs
 
 import (
-	"cmp"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -50,47 +50,115 @@ type Plan struct {
 	NoLocalEndpointsInternal, NoLocalEndpointsExternal int
 }
 
-// planner accumulates the plan; one per ComputePlan call.
+// fragment is the plan of one service port, computed alone: PlanCache keeps it until the
+// service changes, and merge combines the fragments of every service port in name order.
+type fragment struct {
+	// order is the port's sort key: the name in its String form plus the protocol.
+	order   string
+	service types.NamespacedName
+	// vs are its virtual servers in the order they were planned, each with the
+	// externalTrafficPolicy=Local shortcut that goes with it (zero when none).
+	vs []fragmentVS
+	// bind are the addresses it binds to kube-ipvs0 (duplicates allowed).
+	bind []netip.Addr
+	// entries are its set entries, each with its `ipset list` form (the sort key).
+	entries []fragmentEntry
+	// lbNoNodeAccess are its load-balancer ip:port entries whose source ranges exclude the
+	// node.
+	lbNoNodeAccess []keyedEntry
+	// noLocalInternal and noLocalExternal: an internal (external) traffic policy of Local
+	// with endpoints, none on this node.
+	noLocalInternal, noLocalExternal bool
+}
+
+type fragmentVS struct {
+	vs       PlannedVS
+	shortcut *shortcut
+}
+
+type fragmentEntry struct {
+	set string // IPv4 name
+	keyedEntry
+}
+
+// keyedEntry is an entry and its `ipset list` form, computed once.
+type keyedEntry struct {
+	key string
+	e   ipset.Entry
+}
+
+func newKeyedEntry(e ipset.Entry) keyedEntry { return keyedEntry{key: e.String(), e: e} }
+
+// planner fills the fragment of one service port.
 type planner struct {
-	in      PlanInput
-	cfg     Config
-	proto   string // lower-case protocol of the current service port
-	vs      map[VSKey]*PlannedVS
-	bind    map[netip.Addr]bool
-	entries map[string][]ipset.Entry // by base (IPv4) set name
-	// lbNoNodeAccess are load-balancer ip:port entries whose source ranges exclude the node.
-	lbNoNodeAccess []ipset.Entry
-	// shortcuts are the externalTrafficPolicy=Local addresses pod and node traffic reaches
-	// through the ClusterIP (shortcut.go).
-	shortcuts []shortcut
-	conflicts int
-	// noLocalInternal and noLocalExternal are the services counted in the Plan's
-	// NoLocalEndpoints* (a service once, whatever its ports).
-	noLocalInternal, noLocalExternal map[types.NamespacedName]bool
+	in    PlanInput
+	cfg   Config
+	proto string // lower-case protocol of the service port
+	f     *fragment
 }
 
 // ComputePlan computes the desired virtual servers, real servers, kube-ipvs0 addresses, set
 // entries and iptables rules from the services and endpoints, as upstream's IPVS proxier
 // would program them. It is pure.
 func ComputePlan(in PlanInput) Plan {
-	p := &planner{
-		in: in, cfg: in.Config,
-		vs: map[VSKey]*PlannedVS{}, bind: map[netip.Addr]bool{}, entries: map[string][]ipset.Entry{},
-		noLocalInternal: map[types.NamespacedName]bool{}, noLocalExternal: map[types.NamespacedName]bool{},
+	var c PlanCache
+	return c.Plan(in, nil)
+}
+
+// PlanCache computes plans incrementally: it keeps the fragment of every service port and
+// recomputes only those of the services a sync names as changed, so a sync's planning
+// costs O(changed services) plus a merge of cheap comparisons, not a replan of every service.
+// The zero value is empty; the first Plan computes every fragment. Not safe for concurrent
+// use.
+type PlanCache struct {
+	frags map[endpoints.ServicePortName]*fragment
+	node  endpoints.NodeInfo
+	cfg   *Config // the Config the fragments were computed with (compared by pointer target)
+}
+
+// Plan returns ComputePlan(in). changed names the services whose Service or endpoints
+// changed since the previous call; nil means every service (a full replan). The caller must
+// pass nil whenever it cannot vouch for changed (after a failed sync, say).
+func (c *PlanCache) Plan(in PlanInput, changed map[types.NamespacedName]struct{}) Plan {
+	all := changed == nil || c.frags == nil || c.node != in.Node || c.cfg == nil || !sameConfig(*c.cfg, in.Config)
+	if all {
+		c.frags = make(map[endpoints.ServicePortName]*fragment, len(in.Services))
+		c.node, c.cfg = in.Node, &in.Config
 	}
-	names := make([]endpoints.ServicePortName, 0, len(in.Services))
-	for name := range in.Services {
-		names = append(names, name)
-	}
-	slices.SortFunc(names, func(a, b endpoints.ServicePortName) int {
-		return strings.Compare(a.String()+string(a.Protocol), b.String()+string(b.Protocol))
-	})
-	for _, name := range names {
-		if sp := in.Services[name]; sp != nil && p.cfg.ofFamily(sp.ClusterIP) {
-			p.addServicePort(sp)
+	for name := range c.frags {
+		if _, ok := in.Services[name]; !ok {
+			delete(c.frags, name)
 		}
 	}
-	return p.finish()
+	for name, sp := range in.Services {
+		if _, ok := changed[name.NamespacedName]; !ok && !all {
+			if _, cached := c.frags[name]; cached {
+				continue
+			}
+		}
+		c.frags[name] = planFragment(in, sp)
+	}
+	return merge(in.Config, c.frags)
+}
+
+// sameConfig reports whether two configs plan alike (every field but the sync knobs).
+func sameConfig(a, b Config) bool {
+	a.KernelCheckInterval, b.KernelCheckInterval = 0, 0
+	return reflect.DeepEqual(a, b)
+}
+
+// planFragment plans one service port; a port of another family has an empty fragment.
+func planFragment(in PlanInput, sp *endpoints.ServicePort) *fragment {
+	f := &fragment{}
+	if sp == nil {
+		return f
+	}
+	f.order, f.service = sp.Name.String()+string(sp.Name.Protocol), sp.Name.NamespacedName
+	if in.Config.ofFamily(sp.ClusterIP) {
+		p := &planner{in: in, cfg: in.Config, f: f}
+		p.addServicePort(sp)
+	}
+	return f
 }
 
 // addServicePort plans one service port: upstream's loop body of syncProxyRules.
@@ -100,12 +168,8 @@ func (p *planner) addServicePort(sp *endpoints.ServicePort) {
 	cat := endpoints.CategorizeEndpoints(eps, sp, p.in.Node)
 	port := uint16(sp.Port)
 	if cat.HasAnyEndpoints && len(cat.Local) == 0 {
-		if sp.InternalPolicyLocal {
-			p.noLocalInternal[sp.Name.NamespacedName] = true
-		}
-		if sp.ExternalPolicyLocal {
-			p.noLocalExternal[sp.Name.NamespacedName] = true
-		}
+		p.f.noLocalInternal = sp.InternalPolicyLocal
+		p.f.noLocalExternal = sp.ExternalPolicyLocal
 	}
 
 	// hairpin: a local endpoint reaching itself through the service is masqueraded.
@@ -116,8 +180,8 @@ func (p *planner) addServicePort(sp *endpoints.ServicePort) {
 	}
 
 	p.add(ipset.KubeClusterIP, p.ipPort(sp.ClusterIP, port))
-	p.addVS(sp, sp.ClusterIP, port, cat.Internal(sp))
-	p.bind[sp.ClusterIP] = true
+	p.addVS(sp, sp.ClusterIP, port, cat.Internal(sp), nil)
+	p.f.bind = append(p.f.bind, sp.ClusterIP)
 
 	for _, ip := range sp.ExternalIPs {
 		if !p.cfg.ofFamily(ip) {
@@ -166,7 +230,7 @@ func (p *planner) addLoadBalancerIP(sp *endpoints.ServicePort, ip netip.Addr, ep
 		if allowFromNode {
 			p.add(ipset.KubeLoadBalancerSourceIP, ipset.Entry{IP: ip, Protocol: p.proto, Port: port, IP2: ip})
 		} else {
-			p.lbNoNodeAccess = append(p.lbNoNodeAccess, e)
+			p.f.lbNoNodeAccess = append(p.f.lbNoNodeAccess, newKeyedEntry(e))
 		}
 	}
 	p.addExternalVS(sp, ip, port, eps)
@@ -215,12 +279,14 @@ func (p *planner) ipPort(ip netip.Addr, port uint16) ipset.Entry {
 }
 
 func (p *planner) add(set string, es ...ipset.Entry) {
-	p.entries[set] = append(p.entries[set], es...)
+	for _, e := range es {
+		p.f.entries = append(p.f.entries, fragmentEntry{set: set, keyedEntry: newKeyedEntry(e)})
+	}
 }
 
 func (p *planner) bindUnlessNodeIP(ip netip.Addr) {
 	if !slices.Contains(p.cfg.NodeIPs, ip) {
-		p.bind[ip] = true
+		p.f.bind = append(p.f.bind, ip)
 	}
 }
 
@@ -229,24 +295,23 @@ func (p *planner) bindUnlessNodeIP(ip netip.Addr) {
 // externalTrafficPolicy=Local, also the shortcut that sends pod and node traffic for it to
 // the ClusterIP (every endpoint).
 func (p *planner) addExternalVS(sp *endpoints.ServicePort, ip netip.Addr, port uint16, eps []endpoints.Endpoint) {
-	if p.addVS(sp, ip, port, eps) && sp.ExternalPolicyLocal {
-		p.shortcuts = append(p.shortcuts, shortcut{
+	var sc *shortcut
+	if sp.ExternalPolicyLocal {
+		sc = &shortcut{
 			from:    VSKey{IP: ip, Port: port, Protocol: sp.Protocol},
 			to:      netip.AddrPortFrom(sp.ClusterIP, uint16(sp.Port)),
 			service: sp.Name,
-		})
+		}
 	}
+	p.addVS(sp, ip, port, eps, sc)
 }
 
-// addVS adds the virtual server ip:port of sp with the endpoints eps as real servers. It
-// returns false when another service port already has the key.
-func (p *planner) addVS(sp *endpoints.ServicePort, ip netip.Addr, port uint16, eps []endpoints.Endpoint) bool {
+// addVS adds the virtual server ip:port of sp with the endpoints eps as real servers, and
+// the shortcut sc that goes with it (nil for none). Whether another service port already
+// has the key is merge's to decide.
+func (p *planner) addVS(sp *endpoints.ServicePort, ip netip.Addr, port uint16, eps []endpoints.Endpoint, sc *shortcut) {
 	key := VSKey{IP: ip, Port: port, Protocol: sp.Protocol}
-	if _, dup := p.vs[key]; dup {
-		p.conflicts++
-		return false
-	}
-	vs := &PlannedVS{VirtualServer: VirtualServer{VSKey: key, Scheduler: p.cfg.scheduler()}, Service: sp.Name}
+	vs := PlannedVS{VirtualServer: VirtualServer{VSKey: key, Scheduler: p.cfg.scheduler()}, Service: sp.Name}
 	if sp.SessionAffinityTimeout > 0 {
 		vs.Flags |= FlagPersistent
 		vs.Timeout = uint32(sp.SessionAffinityTimeout.Seconds())
@@ -261,40 +326,79 @@ func (p *planner) addVS(sp *endpoints.ServicePort, ip netip.Addr, port uint16, e
 	}
 	slices.SortFunc(vs.RealServers, netip.AddrPort.Compare)
 	vs.RealServers = slices.Compact(vs.RealServers)
-	p.vs[key] = vs
-	return true
+	p.f.vs = append(p.f.vs, fragmentVS{vs: vs, shortcut: sc})
 }
 
-// finish sorts what was collected and renders the rules.
-func (p *planner) finish() Plan {
+// merge combines the fragments in service port name order (a virtual server key wanted
+// twice goes to the first port, the others count as Conflicts), sorts what was collected
+// and renders the rules.
+func merge(cfg Config, frags map[endpoints.ServicePortName]*fragment) Plan {
+	ordered := make([]*fragment, 0, len(frags))
+	nVS, nBind := 0, 0
+	for _, f := range frags {
+		ordered = append(ordered, f)
+		nVS, nBind = nVS+len(f.vs), nBind+len(f.bind)
+	}
+	slices.SortFunc(ordered, func(a, b *fragment) int { return strings.Compare(a.order, b.order) })
+
 	var plan Plan
-	for _, vs := range p.vs {
-		plan.VirtualServers = append(plan.VirtualServers, *vs)
+	taken := make(map[VSKey]bool, nVS)
+	plan.VirtualServers = make([]PlannedVS, 0, nVS)
+	bind := make(map[netip.Addr]bool, nBind)
+	entries := map[string][]keyedEntry{}
+	var lbNoNodeAccess []keyedEntry
+	var shortcuts []shortcut
+	noLocalInternal, noLocalExternal := map[types.NamespacedName]bool{}, map[types.NamespacedName]bool{}
+	for _, f := range ordered {
+		for _, fv := range f.vs {
+			if taken[fv.vs.VSKey] {
+				plan.Conflicts++
+				continue
+			}
+			taken[fv.vs.VSKey] = true
+			plan.VirtualServers = append(plan.VirtualServers, fv.vs)
+			if fv.shortcut != nil {
+				shortcuts = append(shortcuts, *fv.shortcut)
+			}
+		}
+		for _, ip := range f.bind {
+			bind[ip] = true
+		}
+		for _, e := range f.entries {
+			entries[e.set] = append(entries[e.set], e.keyedEntry)
+		}
+		lbNoNodeAccess = append(lbNoNodeAccess, f.lbNoNodeAccess...)
+		if f.noLocalInternal {
+			noLocalInternal[f.service] = true
+		}
+		if f.noLocalExternal {
+			noLocalExternal[f.service] = true
+		}
 	}
 	slices.SortFunc(plan.VirtualServers, func(a, b PlannedVS) int { return compareVSKey(a.VSKey, b.VSKey) })
-	for ip := range p.bind {
+	plan.Bind = make([]netip.Addr, 0, len(bind))
+	for ip := range bind {
 		plan.Bind = append(plan.Bind, ip)
 	}
 	slices.SortFunc(plan.Bind, netip.Addr.Compare)
 	for _, ip := range plan.Bind {
-		p.add(ipset.KubeIPVSIPs, ipset.Entry{IP: ip})
+		entries[ipset.KubeIPVSIPs] = append(entries[ipset.KubeIPVSIPs], newKeyedEntry(ipset.Entry{IP: ip}))
 	}
 	nonEmpty := map[string]bool{}
 	for _, set := range ipset.KubeSets(ipset.FamilyIPv4) {
-		es := sortedEntries(p.entries[set.Name])
+		es := sortedEntries(entries[set.Name])
 		nonEmpty[set.Name] = len(es) > 0
 		s := set
-		if p.cfg.setFamily() == ipset.FamilyIPv6 {
+		if cfg.setFamily() == ipset.FamilyIPv6 {
 			s = kubeSet(set.Name, ipset.FamilyIPv6)
 		}
 		plan.Sets = append(plan.Sets, ipset.SetState{Set: s, Entries: es})
 	}
-	slices.SortFunc(p.shortcuts, func(a, b shortcut) int { return compareVSKey(a.from, b.from) })
-	plan.Chains = renderRules(p.cfg, ruleInput{
-		nonEmpty: nonEmpty, lbNoNodeAccess: sortedEntries(p.lbNoNodeAccess), shortcuts: p.shortcuts,
+	slices.SortFunc(shortcuts, func(a, b shortcut) int { return compareVSKey(a.from, b.from) })
+	plan.Chains = renderRules(cfg, ruleInput{
+		nonEmpty: nonEmpty, lbNoNodeAccess: sortedEntries(lbNoNodeAccess), shortcuts: shortcuts,
 	})
-	plan.Conflicts = p.conflicts
-	plan.NoLocalEndpointsInternal, plan.NoLocalEndpointsExternal = len(p.noLocalInternal), len(p.noLocalExternal)
+	plan.NoLocalEndpointsInternal, plan.NoLocalEndpointsExternal = len(noLocalInternal), len(noLocalExternal)
 	return plan
 }
 
@@ -308,9 +412,15 @@ func kubeSet(name string, family ipset.Family) ipset.Set {
 	return ipset.Set{}
 }
 
-// sortedEntries sorts by the `ipset list` form and drops duplicates.
-func sortedEntries(es []ipset.Entry) []ipset.Entry {
+// sortedEntries sorts by the `ipset list` form (computed once per entry) and drops
+// duplicates.
+func sortedEntries(es []keyedEntry) []ipset.Entry {
 	es = slices.Clone(es)
-	slices.SortFunc(es, func(a, b ipset.Entry) int { return cmp.Compare(a.String(), b.String()) })
-	return slices.CompactFunc(es, func(a, b ipset.Entry) bool { return a.String() == b.String() })
+	slices.SortFunc(es, func(a, b keyedEntry) int { return strings.Compare(a.key, b.key) })
+	es = slices.CompactFunc(es, func(a, b keyedEntry) bool { return a.key == b.key })
+	out := make([]ipset.Entry, len(es))
+	for i, e := range es {
+		out[i] = e.e
+	}
+	return out
 }

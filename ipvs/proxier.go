@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -60,10 +61,15 @@ type Proxier struct {
 	draining map[VSKey]bool
 	// synced is false until a sync succeeded, and after a failure: the next sync is full.
 	synced bool
-	// checkedRS is when a sync last listed the real servers of every virtual server
-	// (Config.RealServerCheckInterval); now is the clock (time.Now; tests replace it).
-	checkedRS time.Time
-	now       func() time.Time
+	// written is the plan the last successful sync wrote: a change-driven partial sync
+	// writes the difference between the new plan and it, without listing the kernel.
+	written Plan
+	// cache keeps the plan of every service port between syncs.
+	cache PlanCache
+	// checked is when a sync last compared everything with the kernel (a full sync, or one
+	// per Config.KernelCheckInterval); now is the clock (time.Now; tests replace it).
+	checked time.Time
+	now     func() time.Time
 
 	mu              sync.Mutex // guards last and restoreFailures (read by the metrics)
 	last            SyncStats
@@ -103,35 +109,48 @@ func (p *Proxier) RestoreFailures() int {
 // Apply brings the kernel to the state snap describes: ipsets, then virtual and real
 // servers, then kube-ipvs0 addresses, then the iptables chains, then the removal of stale
 // addresses and virtual servers (see the package documentation). Only the difference is
-// written. A partial sync (full false) lists the real servers only of the changed services
-// and of virtual servers with draining real servers, and of every virtual server once
-// Config.RealServerCheckInterval has passed since that was last done.
+// written. A full sync, and a partial one once Config.KernelCheckInterval has passed
+// since the last that did, compares the plan with the kernel's state (a check: every
+// object listed, the real servers of every virtual server too); another partial sync
+// compares it with the plan the last sync wrote and lists only the real servers of the
+// changed services and of virtual servers with draining real servers: its kernel work is
+// O(changes).
 func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, full bool) error {
 	start := p.now()
 	full = full || !p.synced
-	checkRS := full || (p.cfg.RealServerCheckInterval > 0 && start.Sub(p.checkedRS) >= p.cfg.RealServerCheckInterval)
-	plan := ComputePlan(PlanInput{Services: snap.Services, Endpoints: snap.Endpoints, Node: node, Config: p.cfg})
-	st, err := p.apply(ctx, plan, snap, checkRS)
+	check := full || (p.cfg.KernelCheckInterval > 0 && start.Sub(p.checked) >= p.cfg.KernelCheckInterval)
+	changed := snap.Changed
+	if full {
+		changed = nil // replan every service
+	}
+	in := PlanInput{Services: snap.Services, Endpoints: snap.Endpoints, Node: node, Config: p.cfg}
+	plan := p.cache.Plan(in, changed)
+	var st SyncStats
+	var err error
+	if check {
+		st, err = p.apply(ctx, plan)
+	} else {
+		st, err = p.applyChanges(ctx, plan, snap)
+	}
 	if err != nil {
 		p.synced = false
 		return err
 	}
-	p.synced = true
-	if checkRS {
-		p.checkedRS = start
+	p.synced, p.written = true, plan
+	if check {
+		p.checked = start
 	}
 	p.mu.Lock()
 	p.last = st
 	p.mu.Unlock()
-	klog.FromContext(ctx).V(2).Info("Synced IPVS rules", "ipFamily", p.cfg.Family, "full", full, "allRealServersListed", checkRS,
+	klog.FromContext(ctx).V(2).Info("Synced IPVS rules", "ipFamily", p.cfg.Family, "full", full, "kernelChecked", check,
 		"virtualServers", st.VirtualServers, "realServers", st.RealServers, "writes", st.Writes(),
 		"draining", st.Draining, "conflicts", plan.Conflicts, "elapsed", p.now().Sub(start))
 	return nil
 }
 
-// apply makes one sync; allRS lists the real servers of every virtual server, not only of
-// the changed services and those with draining real servers.
-func (p *Proxier) apply(ctx context.Context, plan Plan, snap endpoints.Snapshot, allRS bool) (SyncStats, error) {
+// planStats are the sizes of the plan, for SyncStats.
+func planStats(plan Plan) SyncStats {
 	st := SyncStats{VirtualServers: len(plan.VirtualServers),
 		NoLocalEndpointsInternal: plan.NoLocalEndpointsInternal, NoLocalEndpointsExternal: plan.NoLocalEndpointsExternal}
 	for _, vs := range plan.VirtualServers {
@@ -144,6 +163,14 @@ func (p *Proxier) apply(ctx context.Context, plan Plan, snap endpoints.Snapshot,
 			st.FilterRules += len(c.Rules)
 		}
 	}
+	return st
+}
+
+// apply makes one sync that checks the kernel: it lists the addresses, the sets, the
+// virtual servers and the real servers of every one of them, and the iptables tables, and
+// writes what differs from the plan.
+func (p *Proxier) apply(ctx context.Context, plan Plan) (SyncStats, error) {
+	st := planStats(plan)
 	if _, err := p.w.Links.EnsureDummy(ctx, DummyDevice); err != nil {
 		return st, err
 	}
@@ -169,7 +196,7 @@ func (p *Proxier) apply(ctx context.Context, plan Plan, snap endpoints.Snapshot,
 	sync := &ipvsSync{
 		ipvs: p.w.IPVS, cfg: p.cfg, draining: map[VSKey]bool{},
 		owned:   ownership{cfg: p.cfg, bound: bound, planned: p.planned, sets: evidence}.owns,
-		inspect: inspector{all: allRS, changed: snap.Changed, draining: p.draining}.inspect,
+		inspect: func(PlannedVS) bool { return true },
 	}
 	sync.ensureVirtualServers(ctx, plan, have)
 	var errs []error
@@ -249,4 +276,61 @@ func (p *Proxier) unbindStale(ctx context.Context, plan Plan, bound []netip.Addr
 		st.AddrsUnbound++
 	}
 	return errs
+}
+
+// applyChanges makes one partial sync without a check: it compares the plan with the one
+// the last sync wrote (p.written, which that sync left in the kernel) and writes the
+// difference, in apply's order. It lists only the real servers of the virtual servers of
+// changed services, of those whose real servers the plans disagree on, and of those with
+// draining real servers. Whatever was changed by hand meanwhile is the next check's to
+// repair; a write the kernel refuses fails the sync, and the next one is full.
+func (p *Proxier) applyChanges(ctx context.Context, plan Plan, snap endpoints.Snapshot) (SyncStats, error) {
+	st := planStats(plan)
+	prev := p.written
+	res, err := ipset.ReconcileFrom(ctx, p.w.IPSet, prev.Sets, plan.Sets, ipset.ReconcileOptions{RebuildThreshold: p.cfg.IPSetRebuildThreshold})
+	st.SetEntriesAdded, st.SetDeleted = res.Added, res.Deleted
+	if err != nil {
+		return st, err
+	}
+	before := make(map[VSKey]PlannedVS, len(prev.VirtualServers))
+	for _, vs := range prev.VirtualServers {
+		before[vs.VSKey] = vs
+	}
+	sync := &ipvsSync{ipvs: p.w.IPVS, cfg: p.cfg, draining: map[VSKey]bool{},
+		owned: ownership{cfg: p.cfg, planned: p.planned}.owns}
+	changed := inspector{changed: snap.Changed, draining: p.draining}
+	sync.inspect = func(vs PlannedVS) bool {
+		old := before[vs.VSKey]
+		return changed.inspect(vs) || !slices.Equal(old.RealServers, vs.RealServers)
+	}
+	// the virtual servers the last plan had: "existing" for ensureVirtualServers (its
+	// options as planned then), and the candidates for deletion
+	have := make(map[VSKey]VirtualServer, len(before))
+	for k, vs := range before {
+		have[k] = vs.VirtualServer
+	}
+	sync.ensureVirtualServers(ctx, plan, have)
+	var errs []error
+	bound := make(map[netip.Addr]bool, len(prev.Bind))
+	for _, ip := range prev.Bind {
+		bound[ip] = true
+	}
+	errs = append(errs, p.bindAddrs(ctx, plan, bound, &st)...)
+	if !slices.EqualFunc(prev.Chains, plan.Chains, ChainRules.equal) {
+		rst, err := syncRules(ctx, p.w.IPTables, p.cfg.Family, plan.Chains)
+		st.ChainsWritten, st.JumpsEnsured = rst.ChainsWritten, rst.JumpsEnsured
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if rst.RestoreFailed {
+			p.mu.Lock()
+			p.restoreFailures++
+			p.mu.Unlock()
+		}
+	}
+	errs = append(errs, p.unbindStale(ctx, plan, prev.Bind, &st)...)
+	sync.deleteStale(ctx, plan, have)
+	errs = append(errs, sync.errs...)
+	p.recordIPVS(plan, sync, &st)
+	return st, errors.Join(errs...)
 }

@@ -284,29 +284,50 @@ func TestValidateScheduler(t *testing.T) {
 	}
 }
 
+// TestPartialSyncRestoresDeletedVirtualServer: a virtual server deleted by hand is not
+// seen by a partial sync with nothing changed (it compares with the last plan, not the
+// kernel), until Config.KernelCheckInterval has passed since the last check.
 func TestPartialSyncRestoresDeletedVirtualServer(t *testing.T) {
-	e := newEnv(t, testConfig())
-	// someone deletes a virtual server by hand;
-	// the next sync puts it back
-	w := newWorld().svc(webTCP(), readyEP("100.64.1.2", 8080))
-	e.apply(t, w, true)
-	if err := e.ipvs.DeleteVirtualServer(context.Background(), webKey); err != nil {
-		t.Fatal(err)
-	}
-	// partial sync with nothing changed does not notice ...
-	snap := w.snapshot()
-	snap.Changed = nil
-	if err := e.p.Apply(context.Background(), snap, testNode, false); err != nil {
-		t.Fatal(err)
-	}
-	// ... the missing virtual server is re-added from the listing anyway
-	if got := rsState(t, e.ipvs, webKey, ap("100.64.1.2:8080")); got != "w1" {
-		t.Errorf("re-added real server = %s, want w1", got)
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+		after    time.Duration
+		want     string
+	}{
+		{"no interval: only full syncs", 0, time.Hour, "gone"},
+		{"interval not yet due", 30 * time.Second, 10 * time.Second, "gone"},
+		{"interval due", 30 * time.Second, 30 * time.Second, "w1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.KernelCheckInterval = tc.interval
+			e := newEnv(t, cfg)
+			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			e.p.now = func() time.Time { return now }
+			w := newWorld().svc(webTCP(), readyEP("100.64.1.2", 8080))
+			e.apply(t, w, true)
+			if err := e.ipvs.DeleteVirtualServer(context.Background(), webKey); err != nil {
+				t.Fatal(err)
+			}
+			now = now.Add(tc.after)
+			snap := w.snapshot()
+			snap.Changed = nil
+			if err := e.p.Apply(context.Background(), snap, testNode, false); err != nil {
+				t.Fatal(err)
+			}
+			got := "gone"
+			if _, err := e.ipvs.ListRealServers(context.Background(), webKey); err == nil {
+				got = rsState(t, e.ipvs, webKey, ap("100.64.1.2:8080"))
+			}
+			if got != tc.want {
+				t.Errorf("virtual server deleted by hand, after a partial sync %v later: real server %s, want %s", tc.after, got, tc.want)
+			}
+		})
 	}
 }
 
 // TestPartialSyncRestoresDeletedRealServer: a real server deleted by hand is not seen by a
-// partial sync with nothing changed, until Config.RealServerCheckInterval has passed since
+// partial sync with nothing changed, until Config.KernelCheckInterval has passed since
 // the real servers of every virtual server were last listed (kproxy: the sync period).
 func TestPartialSyncRestoresDeletedRealServer(t *testing.T) {
 	for _, tc := range []struct {
@@ -321,7 +342,7 @@ func TestPartialSyncRestoresDeletedRealServer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig()
-			cfg.RealServerCheckInterval = tc.interval
+			cfg.KernelCheckInterval = tc.interval
 			e := newEnv(t, cfg)
 			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 			e.p.now = func() time.Time { return now }

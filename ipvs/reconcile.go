@@ -25,8 +25,8 @@ type ipvsSync struct {
 	// owned reports whether an existing virtual server that no service wants is kproxy's
 	// to delete.
 	owned func(VSKey) bool
-	// inspect reports whether the real servers of an existing, unchanged virtual server
-	// must be listed (full sync, changed service, draining real servers).
+	// inspect reports whether the real servers of an existing virtual server must be
+	// listed (every one in a sync that checks the kernel; see applyChanges for the others).
 	inspect  func(PlannedVS) bool
 	stats    ipvsStats
 	draining map[VSKey]bool // virtual servers left with draining real servers
@@ -180,17 +180,16 @@ func (o ownership) owns(k VSKey) bool {
 	return o.bound[k.IP] || o.planned[k] || o.cfg.inServiceCIDRs(k.IP) || o.sets.owns(k, o.cfg.NodeIPs)
 }
 
-// inspector decides which unchanged virtual servers have their real servers listed: all of
-// them (a full sync, or Config.RealServerCheckInterval due), else those of changed services
-// and those with draining real servers.
+// inspector says which virtual servers a partial sync without a check has list their real
+// servers, besides those whose planned real servers changed: those of changed services and
+// those with draining real servers.
 type inspector struct {
-	all      bool
 	changed  map[types.NamespacedName]struct{}
 	draining map[VSKey]bool
 }
 
 func (i inspector) inspect(vs PlannedVS) bool {
-	if i.all || i.draining[vs.VSKey] {
+	if i.draining[vs.VSKey] {
 		return true
 	}
 	_, ok := i.changed[vs.Service.NamespacedName]

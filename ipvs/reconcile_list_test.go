@@ -1,7 +1,6 @@
 package ipvs
 
 import (
-	"context"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -10,25 +9,13 @@ import (
 	"github.com/kproxy/kproxy/ipset"
 )
 
-// countingIPVS is the fake IPVS counting the real-server listings (one netlink dump each in
-// the kernel).
-type countingIPVS struct {
-	*FakeIPVS
-	lists int
-}
-
-func (c *countingIPVS) ListRealServers(ctx context.Context, key VSKey) ([]RealServer, error) {
-	c.lists++
-	return c.FakeIPVS.ListRealServers(ctx, key)
-}
-
 // A virtual server a sync adds has no real servers to list: a cold start lists none, and
 // still programs every real server; the next full sync lists each existing one and writes
 // nothing.
 func TestNewVirtualServersAreNotListed(t *testing.T) {
 	e := &testEnv{ipvs: NewFakeIPVS(), links: NewFakeLinks(), sets: ipset.NewFake(), ipt: newFakeIPT()}
-	ipvs := &countingIPVS{FakeIPVS: e.ipvs}
-	p, err := NewProxier(Writers{IPVS: ipvs, Links: e.links, IPSet: e.sets, IPTables: e.ipt}, testConfig())
+	n := &listings{}
+	p, err := NewProxier(Writers{IPVS: countingIPVS{e.ipvs, n}, Links: e.links, IPSet: e.sets, IPTables: e.ipt}, testConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,8 +24,8 @@ func TestNewVirtualServersAreNotListed(t *testing.T) {
 	w := newWorld().svc(webTCP(), readyEP("100.64.1.2", 8080), remoteEP("100.64.2.2", 8080)).
 		svc(other, readyEP("100.64.1.3", 8080))
 	st := e.apply(t, w, true)
-	if ipvs.lists != 0 {
-		t.Errorf("cold start listed the real servers of %d new virtual servers", ipvs.lists)
+	if n.rs != 0 {
+		t.Errorf("cold start listed the real servers of %d new virtual servers", n.rs)
 	}
 	if st.VSAdded != 2 || st.RSAdded != 3 {
 		t.Errorf("cold start: %+v, want 2 virtual and 3 real servers added", st)
@@ -51,7 +38,7 @@ func TestNewVirtualServersAreNotListed(t *testing.T) {
 	if diff := cmp.Diff(want, e.ipvs.Dump()); diff != "" {
 		t.Errorf("IPVS (-want +got):\n%s", diff)
 	}
-	if st := e.apply(t, w, true); st.Writes() != 0 || ipvs.lists != 2 {
-		t.Errorf("second full sync: %d writes (want 0), %d listings (want 2)", st.Writes(), ipvs.lists)
+	if st := e.apply(t, w, true); st.Writes() != 0 || n.rs != 2 {
+		t.Errorf("second full sync: %d writes (want 0), %d listings (want 2)", st.Writes(), n.rs)
 	}
 }

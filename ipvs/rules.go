@@ -1,6 +1,7 @@
 package ipvs
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/kproxy/kproxy/ipset"
@@ -39,6 +40,10 @@ type ChainRules struct {
 	Table iptables.Table
 	Chain iptables.Chain
 	Rules []iptables.Rule
+}
+
+func (c ChainRules) equal(o ChainRules) bool {
+	return c.Table == o.Table && c.Chain == o.Chain && slices.EqualFunc(c.Rules, o.Rules, slices.Equal[iptables.Rule])
 }
 
 // ownedChains is upstream's iptablesChains, every chain the IPVS mode declares, in order,

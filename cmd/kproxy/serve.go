@@ -399,7 +399,7 @@ func ipvsConfig(cfg Config, family v1.IPFamily, node *v1.Node) (ipvs.Config, err
 		// Idle, syncs come one sync period apart: each lists every real server (one deleted
 		// by hand is back within a period, as upstream); syncs made for changes in between do
 		// so at most once per half period.
-		RealServerCheckInterval: cfg.SyncPeriod / 2,
+		KernelCheckInterval: cfg.SyncPeriod / 2,
 	}, nil
 }
 
