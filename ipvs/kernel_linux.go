@@ -26,6 +26,13 @@ type Kernel struct {
 	mu   sync.Mutex // moby/ipvs's Handle shares one socket: one request at a time
 	ipvs *libipvs.Handle
 	nl   *netlink.Handle
+
+	// linkIndex caches the interface index of a link by name, so that binding N addresses
+	// costs N requests and not 2N (a look-up each): set by EnsureDummy and every look-up,
+	// dropped when the kernel says the index is gone (the link was deleted) and by
+	// DeleteDummy.
+	linkMu    sync.Mutex
+	linkIndex map[string]int
 }
 
 var (
@@ -58,7 +65,7 @@ func NewKernel(nsPath string) (*Kernel, error) {
 		h.Close()
 		return nil, fmt.Errorf("open rtnetlink socket in %q: %w", nsPath, err)
 	}
-	return &Kernel{ipvs: h, nl: nlh}, nil
+	return &Kernel{ipvs: h, nl: nlh, linkIndex: map[string]int{}}, nil
 }
 
 // Close closes the sockets.
@@ -244,7 +251,8 @@ func (k *Kernel) EnsureDummy(ctx context.Context, name string) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	if _, err := k.nl.LinkByName(name); err == nil {
+	if l, err := k.nl.LinkByName(name); err == nil {
+		k.cacheLink(name, l.Attrs().Index)
 		return true, nil
 	} else if !isLinkNotFound(err) {
 		return false, fmt.Errorf("look up link %s: %w", name, err)
@@ -263,12 +271,46 @@ func isLinkNotFound(err error) bool {
 func (k *Kernel) link(name string) (netlink.Link, error) {
 	l, err := k.nl.LinkByName(name)
 	if isLinkNotFound(err) {
+		k.cacheLink(name, 0)
 		return nil, fmt.Errorf("link %s: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up link %s: %w", name, err)
 	}
+	k.cacheLink(name, l.Attrs().Index)
 	return l, nil
+}
+
+// cacheLink records a link's index (0: forget it).
+func (k *Kernel) cacheLink(name string, index int) {
+	k.linkMu.Lock()
+	defer k.linkMu.Unlock()
+	if index == 0 {
+		delete(k.linkIndex, name)
+		return
+	}
+	k.linkIndex[name] = index
+}
+
+// withLink runs fn on the link called name: on its cached index when there is one, looked up
+// otherwise, and looked up again when the cached index is gone (ENODEV: the link was deleted,
+// perhaps made again with a new index).
+func (k *Kernel) withLink(name string, fn func(netlink.Link) error) error {
+	k.linkMu.Lock()
+	idx, ok := k.linkIndex[name]
+	k.linkMu.Unlock()
+	if ok {
+		err := fn(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name, Index: idx}})
+		if !errors.Is(err, unix.ENODEV) {
+			return err
+		}
+		k.cacheLink(name, 0)
+	}
+	l, err := k.link(name)
+	if err != nil {
+		return err
+	}
+	return fn(l)
 }
 
 // ListAddrs implements Links.
@@ -306,11 +348,11 @@ func (k *Kernel) AddAddr(ctx context.Context, name string, ip netip.Addr) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	l, err := k.link(name)
-	if err != nil {
-		return err
-	}
-	if err := k.nl.AddrAdd(l, hostAddr(ip)); err != nil && !errors.Is(err, unix.EEXIST) {
+	err := k.withLink(name, func(l netlink.Link) error { return k.nl.AddrAdd(l, hostAddr(ip)) })
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		if errors.Is(err, ErrNotFound) {
+			return err
+		}
 		return fmt.Errorf("bind %s to %s: %w", ip, name, mapErr(err))
 	}
 	return nil
@@ -321,12 +363,11 @@ func (k *Kernel) DelAddr(ctx context.Context, name string, ip netip.Addr) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	l, err := k.link(name)
-	if err != nil {
-		return err
-	}
-	err = k.nl.AddrDel(l, hostAddr(ip))
+	err := k.withLink(name, func(l netlink.Link) error { return k.nl.AddrDel(l, hostAddr(ip)) })
 	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENXIO) {
+		if errors.Is(err, ErrNotFound) {
+			return err
+		}
 		return fmt.Errorf("unbind %s from %s: %w", ip, name, mapErr(err))
 	}
 	return nil
@@ -347,6 +388,7 @@ func (k *Kernel) DeleteDummy(ctx context.Context, name string) error {
 	if l.Type() != "dummy" {
 		return fmt.Errorf("link %s is a %s, not a dummy: %w", name, l.Type(), ErrInvalid)
 	}
+	k.cacheLink(name, 0)
 	if err := k.nl.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete link %s: %w", name, mapErr(err))
 	}
