@@ -152,20 +152,31 @@ func (e Entry) String() string {
 	if err != nil {
 		return e.debugString()
 	}
-	switch t {
-	case HashIP:
-		return e.IP.String()
-	case HashIPPort:
-		return fmt.Sprintf("%s,%s:%d", e.IP, e.Protocol, e.Port)
-	case HashIPPortIP:
-		return fmt.Sprintf("%s,%s:%d,%s", e.IP, e.Protocol, e.Port, e.IP2)
-	case HashIPPortNet:
-		return fmt.Sprintf("%s,%s:%d,%s", e.IP, e.Protocol, e.Port, formatNet(e.Net))
-	case HashNet:
-		return formatNet(e.Net)
-	default: // BitmapPort
+	if t == BitmapPort {
 		return strconv.Itoa(int(e.Port))
 	}
+	if t == HashNet {
+		return formatNet(e.Net)
+	}
+	// appended, not fmt.Sprintf: a sync's set comparison formats every entry
+	b := make([]byte, 0, 48)
+	b = e.IP.AppendTo(b)
+	if t == HashIP {
+		return string(b)
+	}
+	b = append(b, ',')
+	b = append(b, e.Protocol...)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, uint64(e.Port), 10)
+	switch t {
+	case HashIPPortIP:
+		b = append(b, ',')
+		b = e.IP2.AppendTo(b)
+	case HashIPPortNet:
+		b = append(b, ',')
+		b = append(b, formatNet(e.Net)...)
+	}
+	return string(b)
 }
 
 func formatNet(p netip.Prefix) string {
