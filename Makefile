@@ -27,7 +27,7 @@ DEB_TOOLS    := iptables:iptables iptables-restore:iptables ipset:ipset ipvsadm:
 CONFORMANCE_DEB := containerd runc netcat-openbsd bind9-dnsutils socat busybox-static openssl bash wget
 MODE         ?= iptables
 
-.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e bench bench-ipvs test lint demo demo-down clean \
+.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e bench bench-iptables bench-ipvs test lint demo demo-down clean \
         conformance-deps conformance conformance-quick conformance-down
 
 all: build
@@ -121,9 +121,14 @@ lint: $(GOLANGCI)
 	$(GOLANGCI) run --allow-serial-runners --build-tags netns ./...
 	$(GOLANGCI) run --allow-serial-runners --build-tags e2e,vm ./...
 
-# bench runs kproxy and upstream kube-proxy (iptables, nftables) side by side; BENCH_QUICK=1
-# for a short run, BENCH_ARGS for flags (-n, -rounds). Results in bench/results/.
-bench: deps build k8s
+# bench runs both modes' benchmarks, one after the other: bench-iptables, then bench-ipvs.
+# BENCH_ARGS go to both (e.g. BENCH_ARGS="-n 1000,10000 -rounds 1"); BENCH_QUICK=1 for short
+# runs. Results (table, JSON, PNG) in bench/results/.
+bench: bench-iptables bench-ipvs
+
+# bench-iptables runs kproxy and upstream kube-proxy (iptables, nftables) side by side on the
+# host.
+bench-iptables: deps build k8s
 	CGO_ENABLED=0 $(GO) build -o bin/kpbench ./bench/cmd/kpbench
 	bin/kpbench -kproxy-bin $(CURDIR)/bin/kproxy -echo-bin $(CURDIR)/bin/echo \
 	  -k8s-bin $$(e2e/tools/build-k8s.sh 2>/dev/null | tail -1) $(BENCH_ARGS)
