@@ -31,6 +31,9 @@ type Config struct {
 
 	HealthzBindAddress string
 	MetricsBindAddress string
+	// EnableProfiling serves net/http/pprof under /debug/pprof/ on the metrics address
+	// (kube-proxy's --profiling, enableProfiling).
+	EnableProfiling bool
 
 	SyncPeriod       time.Duration
 	MinSyncPeriod    time.Duration
@@ -113,6 +116,7 @@ type flagValues struct {
 	ipvsMinSync      time.Duration
 	configSync       time.Duration
 	masqueradeAll    bool
+	profiling        bool
 	masqueradeBit    int32
 	apiQPS           float32
 	apiBurst         int32
@@ -158,6 +162,7 @@ func newFlagSet(fv *flagValues) *pflag.FlagSet {
 	fs.DurationVar(&fv.ipvsMinSync, "ipvs-min-sync-period", d.MinSyncPeriod, "The shortest time between two syncs in ipvs mode.")
 	fs.DurationVar(&fv.configSync, "config-sync-period", d.ConfigSyncPeriod, "How often the informers resync from their caches.")
 	fs.BoolVar(&fv.masqueradeAll, "masquerade-all", false, "Masquerade all traffic sent to service IPs, also from pods.")
+	fs.BoolVar(&fv.profiling, "profiling", false, "Serve the Go profiler (net/http/pprof) under /debug/pprof/ on the metrics address.")
 	fs.Int32Var(&fv.masqueradeBit, "iptables-masquerade-bit", d.MasqueradeBit, "The bit of the fwmark space that marks packets for SNAT, in [0, 31].")
 	fs.Float32Var(&fv.apiQPS, "kube-api-qps", d.APIQPS, "QPS to use while talking with the API server.")
 	fs.Int32Var(&fv.apiBurst, "kube-api-burst", d.APIBurst, "Burst to use while talking with the API server.")
@@ -275,6 +280,7 @@ func applyConfigFile(cfg *Config, path string) error {
 	if kc.MetricsBindAddress != "" {
 		cfg.MetricsBindAddress = kc.MetricsBindAddress
 	}
+	cfg.EnableProfiling = kc.EnableProfiling
 	if kc.ConfigSyncPeriod.Duration != 0 {
 		cfg.ConfigSyncPeriod = kc.ConfigSyncPeriod.Duration
 	}
@@ -394,6 +400,9 @@ func applyFlags(cfg *Config, fs *pflag.FlagSet, fv *flagValues) error {
 	}
 	if set("masquerade-all") {
 		cfg.MasqueradeAll = fv.masqueradeAll
+	}
+	if set("profiling") {
+		cfg.EnableProfiling = fv.profiling
 	}
 	if set("iptables-masquerade-bit") {
 		cfg.MasqueradeBit = fv.masqueradeBit

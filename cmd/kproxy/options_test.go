@@ -28,6 +28,7 @@ mode: iptables
 clusterCIDR: 100.64.0.0/16
 hostnameOverride: node-from-file
 metricsBindAddress: 127.0.0.1:19249
+enableProfiling: true
 clientConnection:
   kubeconfig: /etc/kproxy/kubeconfig
 iptables:
@@ -49,7 +50,7 @@ func TestParseConfig(t *testing.T) {
 			name: "flags",
 			args: []string{"--mode=iptables", "--kubeconfig=/k", "--hostname-override=Node-1",
 				"--cluster-cidr=100.64.0.0/16", "--iptables-sync-period=5s", "--iptables-min-sync-period=100ms",
-				"--masquerade-all", "--iptables-masquerade-bit=15", "--healthz-bind-address=127.0.0.1:1"},
+				"--masquerade-all", "--iptables-masquerade-bit=15", "--healthz-bind-address=127.0.0.1:1", "--profiling"},
 			want: func(c *Config) {
 				c.Kubeconfig = "/k"
 				c.HostnameOverride = "Node-1"
@@ -59,6 +60,7 @@ func TestParseConfig(t *testing.T) {
 				c.MasqueradeAll = true
 				c.MasqueradeBit = 15
 				c.HealthzBindAddress = "127.0.0.1:1"
+				c.EnableProfiling = true
 			},
 		},
 		{
@@ -101,11 +103,12 @@ func TestParseConfig(t *testing.T) {
 				c.SyncPeriod = 10 * time.Second
 				c.MinSyncPeriod = 2 * time.Second
 				c.MasqueradeAll = true
+				c.EnableProfiling = true
 			},
 		},
 		{
 			name: "flags override the config file",
-			args: []string{"--config=" + cfgFile, "--hostname-override=n2", "--iptables-sync-period=20s", "--masquerade-all=false"},
+			args: []string{"--config=" + cfgFile, "--hostname-override=n2", "--iptables-sync-period=20s", "--masquerade-all=false", "--profiling=false"},
 			want: func(c *Config) {
 				c.Kubeconfig = "/etc/kproxy/kubeconfig"
 				c.HostnameOverride = "n2"

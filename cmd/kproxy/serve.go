@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"slices"
@@ -105,7 +106,7 @@ func serve(ctx context.Context, cfg Config) error {
 		health.AddCheck("datapath", agent.Ready)
 	}
 	serveHTTP(ctx, "healthz", cfg.HealthzBindAddress, health.Handler())
-	serveHTTP(ctx, "metrics", cfg.MetricsBindAddress, metrics.Handler(mode))
+	serveHTTP(ctx, "metrics", cfg.MetricsBindAddress, metricsHandler(metrics.Handler(mode), cfg.EnableProfiling))
 
 	var trackers proxier.Trackers
 	for _, st := range stacks {
@@ -540,4 +541,20 @@ func serveHTTP(ctx context.Context, name, addr string, h http.Handler) {
 		}
 	}()
 	logger.Info("Serving")
+}
+
+// metricsHandler is the metrics server's handler: h, and with profiling the Go profiler
+// under /debug/pprof/ (as kube-proxy's --profiling).
+func metricsHandler(h http.Handler, profiling bool) http.Handler {
+	if !profiling {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"testing"
 
@@ -35,5 +37,26 @@ func TestIPFamilies(t *testing.T) {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestMetricsHandlerProfiling: /debug/pprof/ only with --profiling; /metrics either way.
+func TestMetricsHandlerProfiling(t *testing.T) {
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write([]byte("metrics"))
+	})
+	for _, profiling := range []bool{false, true} {
+		h := metricsHandler(inner, profiling)
+		for path, want := range map[string]int{"/metrics": 200, "/debug/pprof/": map[bool]int{false: 404, true: 200}[profiling]} {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+			if rec.Code != want {
+				t.Errorf("profiling=%v: GET %s = %d, want %d", profiling, path, rec.Code, want)
+			}
+		}
 	}
 }
