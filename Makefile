@@ -27,7 +27,7 @@ DEB_TOOLS    := iptables:iptables iptables-restore:iptables ipset:ipset ipvsadm:
 CONFORMANCE_DEB := containerd runc netcat-openbsd bind9-dnsutils socat busybox-static openssl bash wget
 MODE         ?= iptables
 
-.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e bench bench-iptables bench-ipvs test lint demo demo-down clean \
+.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e bench bench-iptables bench-ipvs bench-datapath test lint demo demo-down clean \
         conformance-deps conformance conformance-quick conformance-down
 
 all: build
@@ -139,6 +139,13 @@ bench-ipvs: deps build k8s
 	CGO_ENABLED=0 $(GO) build -o bin/kpbench ./bench/cmd/kpbench
 	bin/kpbench -mode ipvs -kproxy-bin $(CURDIR)/bin/kproxy -echo-bin $(CURDIR)/bin/echo \
 	  -k8s-bin $$(e2e/tools/build-k8s.sh 2>/dev/null | tail -1) $(BENCH_ARGS)
+
+# bench-datapath measures pod-to-pod TCP throughput, 1-byte RTT and new-connection rate across two
+# node namespaces over the datapath backends (vxlan, host-gw; ipip where the kernel has it) against
+# a plain veth pair (bench/README.md, "Datapath"). BENCH_ARGS=-vm runs it in the IPVS VM (ipip too).
+bench-datapath: deps
+	CGO_ENABLED=0 $(GO) build -o bin/kpdatapath ./bench/cmd/kpdatapath
+	bin/kpdatapath $(BENCH_ARGS)
 
 demo: deps build k8s
 	hack/demo.sh

@@ -44,6 +44,8 @@ type config struct {
 	VMTimeout    time.Duration
 	VMMem        string
 	Guest        bool
+	Client       string
+	Addr         string
 }
 
 // MarshalJSON writes the configuration as the results file records it (durations as text).
@@ -76,6 +78,8 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&cfg.VMTimeout, "vm-timeout", 0, "-vm: longest the VM may run (default: estimated from the flags)")
 	fs.StringVar(&cfg.VMMem, "vm-mem", "1G", "-vm: the VM's memory")
 	fs.BoolVar(&cfg.Guest, "guest", false, "internal: the half that runs inside the VM")
+	fs.StringVar(&cfg.Client, "client", "", "internal: run one measurement (throughput, latency, conns) against -addr and print it as JSON")
+	fs.StringVar(&cfg.Addr, "addr", "", "internal: -client's server address")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -137,6 +141,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	switch {
+	case cfg.Client != "":
+		err = clientMain(ctx, cfg)
 	case os.Geteuid() != 0:
 		err = errors.New("must run as root (network namespaces)")
 	case cfg.Guest:
@@ -173,7 +179,12 @@ type runResult struct {
 	// FragCreatesNodeA: IPv4 fragments node A made meanwhile (0: the pod MTU fits the
 	// encapsulation). Absent for veth-limit.
 	FragCreatesNodeA *int64 `json:"ipFragCreatesNodeA,omitempty"`
-	Error            string `json:"error,omitempty"`
+	// CrossDevice: node A's device the traffic must leave through (the tunnel device, or the
+	// underlay for host-gw), and the bytes it sent during the throughput phase (checked to
+	// be at least the payload).
+	CrossDevice        string `json:"crossDevice,omitempty"`
+	CrossDeviceTxBytes uint64 `json:"crossDeviceTxBytes,omitempty"`
+	Error              string `json:"error,omitempty"`
 }
 
 // campaign is every run of one invocation, wherever it ran.
@@ -275,24 +286,43 @@ func runOne(ctx context.Context, cfg config, tag, backend string, round, pos int
 		frag0, _ = snmpCounter(tp.nodeA(), "Ip", "FragCreates")
 	}
 
-	th, err := measureThroughput(ctx, tp.podA(), addr, cfg.Duration, cfg.Chunk)
-	if err != nil {
+	dev := crossDevice(backend)
+	var tx0 uint64
+	if dev != "" {
+		if tx0, err = txBytes(tp.nodeA(), dev); err != nil {
+			return fail("tx counter", err)
+		}
+	}
+	var th throughputResult
+	if err := runClient(ctx, tp.podA(), clientThroughput, addr, cfg, &th); err != nil {
 		return fail("throughput", err)
+	}
+	// The traffic took the backend's path: node A sent at least the payload out of the
+	// tunnel device (vxlan, ipip) or the underlay (host-gw).
+	if dev != "" {
+		tx1, err := txBytes(tp.nodeA(), dev)
+		if err != nil {
+			return fail("tx counter", err)
+		}
+		res.CrossDevice, res.CrossDeviceTxBytes = dev, tx1-tx0
+		if int64(tx1-tx0) < th.BytesSent {
+			return fail("path", fmt.Errorf("node A sent %d bytes out of %s for %d bytes of payload: the traffic did not take the %s path", tx1-tx0, dev, th.BytesSent, backend))
+		}
 	}
 	res.Throughput = &th
 	res.Figures["throughput_gbps"] = th.Gbps
 	logf("%s: throughput %.3f Gbit/s (%d MB in %.2f s, pod MTU %d)", backend, th.Gbps, th.BytesReceived>>20, th.ReceiverS, tp.podMTU)
 
-	lat, err := measureLatency(ctx, tp.podA(), addr, cfg.LatencyN)
-	if err != nil {
+	var lat latencyResult
+	if err := runClient(ctx, tp.podA(), clientLatency, addr, cfg, &lat); err != nil {
 		return fail("latency", err)
 	}
 	res.Latency = &lat
 	res.Figures["rtt_p50_us"], res.Figures["rtt_p99_us"] = lat.P50Us, lat.P99Us
 	logf("%s: RTT p50 %.1f µs p99 %.1f µs (n=%d)", backend, lat.P50Us, lat.P99Us, lat.N)
 
-	cr, err := measureConns(ctx, tp.podA(), addr, cfg.ConnDuration)
-	if err != nil {
+	var cr connResult
+	if err := runClient(ctx, tp.podA(), clientConns, addr, cfg, &cr); err != nil {
 		return fail("new connections", err)
 	}
 	res.Conns = &cr
@@ -378,6 +408,7 @@ func finish(cfg config, res *results, c *campaign, err error) error {
 	}
 	fmt.Fprintf(&out, "throughput: 1 TCP connection for %s, %d-byte writes; RTT: %d round trips of 1 byte; new connections: %s loop; %d round(s), median (each round)\n\n",
 		cfg.Duration, cfg.Chunk, cfg.LatencyN, cfg.ConnDuration, cfg.Rounds)
+	out.WriteString(podMTULine(res.Runs, cfg.Backends))
 	if perr := printTable(&out, res.Summary, cfg.Backends, res.Unavailable); perr != nil {
 		return perr
 	}

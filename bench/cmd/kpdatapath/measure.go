@@ -2,12 +2,16 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -15,9 +19,12 @@ import (
 	"github.com/kproxy/kproxy/internal/netnsutil"
 )
 
-// The measurements: a server in pod B (one goroutine per connection, in this process), the
-// client in pod A (each phase on one OS thread that joined pod A's namespace, so sockets are
-// created there without a setns per connection).
+// The measurements: a server in pod B (one goroutine per connection, in this process: the
+// listener is made on a thread that joined pod B's namespace, and the connections it accepts
+// stay there), and the client in pod A, a child process (this binary with -client, started by
+// `ip netns exec <pod A>`): a process wholly in pod A's namespace, with no goroutine locked
+// to a thread, so that no per-connection setns and no locked-thread hand-off (a futex wake-up
+// per blocking read) is measured. The child prints its result as JSON.
 
 const benchPort = "7788"
 
@@ -115,9 +122,6 @@ func serve(c net.Conn) {
 	}
 }
 
-// inPodA runs fn on a thread in namespace ns.
-func inPodA(ns string, fn func() error) error { return netnsutil.Do(netnsutil.Path(ns), fn) }
-
 func dial(addr string, timeout time.Duration) (*net.TCPConn, error) {
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
@@ -130,7 +134,7 @@ func dial(addr string, timeout time.Duration) (*net.TCPConn, error) {
 func waitReachable(ctx context.Context, ns, addr string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		err := inPodA(ns, func() error {
+		err := netnsutil.Do(netnsutil.Path(ns), func() error {
 			c, err := dial(addr, time.Second)
 			if err != nil {
 				return err
@@ -168,9 +172,9 @@ type throughputResult struct {
 
 // measureThroughput sends chunk-sized writes on one connection for dur, then half-closes and
 // reads the receiver's count and elapsed time: Gbit/s = bytes received × 8 / receiver time.
-func measureThroughput(ctx context.Context, ns, addr string, dur time.Duration, chunk int) (throughputResult, error) {
+func measureThroughput(ctx context.Context, addr string, dur time.Duration, chunk int) (throughputResult, error) {
 	res := throughputResult{Chunk: chunk}
-	err := inPodA(ns, func() error {
+	err := func() error {
 		c, err := dial(addr, 5*time.Second)
 		if err != nil {
 			return err
@@ -210,7 +214,7 @@ func measureThroughput(ctx context.Context, ns, addr string, dur time.Duration, 
 			return fmt.Errorf("receiver counted %d bytes, sent %d", res.BytesReceived, res.BytesSent)
 		}
 		return ctx.Err()
-	})
+	}()
 	if err == nil && res.ReceiverS > 0 {
 		res.Gbps = float64(res.BytesReceived) * 8 / res.ReceiverS / 1e9
 	}
@@ -233,10 +237,10 @@ const latencyWarmup = 100
 
 // measureLatency writes one byte and reads the echoed byte, n times after a warm-up, timing
 // each round trip on the client.
-func measureLatency(ctx context.Context, ns, addr string, n int) (latencyResult, error) {
+func measureLatency(ctx context.Context, addr string, n int) (latencyResult, error) {
 	res := latencyResult{N: n, Warmup: latencyWarmup}
 	rtts := make([]time.Duration, 0, n)
-	err := inPodA(ns, func() error {
+	err := func() error {
 		c, err := dial(addr, 5*time.Second)
 		if err != nil {
 			return err
@@ -266,7 +270,7 @@ func measureLatency(ctx context.Context, ns, addr string, n int) (latencyResult,
 			}
 		}
 		return nil
-	})
+	}()
 	if err != nil {
 		return res, err
 	}
@@ -291,10 +295,10 @@ type connResult struct {
 // measureConns connects, echoes one byte and closes (the client closes first), in a loop for
 // dur. Connect time: from before the dial to the dial's return (the handshake as the client
 // sees it). A connection counts when its echo came back.
-func measureConns(ctx context.Context, ns, addr string, dur time.Duration) (connResult, error) {
+func measureConns(ctx context.Context, addr string, dur time.Duration) (connResult, error) {
 	var res connResult
 	var connects, whole []time.Duration
-	err := inPodA(ns, func() error {
+	err := func() error {
 		msg, b := []byte("ex"), []byte{0}
 		start := time.Now()
 		end := start.Add(dur)
@@ -324,7 +328,7 @@ func measureConns(ctx context.Context, ns, addr string, dur time.Duration) (conn
 		}
 		res.ElapsedS = time.Since(start).Seconds()
 		return ctx.Err()
-	})
+	}()
 	if err != nil {
 		return res, err
 	}
@@ -351,4 +355,53 @@ func snmpCounter(ns, group, key string) (int64, error) {
 		return err
 	})
 	return n, err
+}
+
+// Client kinds (-client).
+const (
+	clientThroughput = "throughput"
+	clientLatency    = "latency"
+	clientConns      = "conns"
+)
+
+// clientMain is the child process in pod A: one measurement, its result as JSON on stdout.
+func clientMain(ctx context.Context, cfg config) error {
+	var res any
+	var err error
+	switch cfg.Client {
+	case clientThroughput:
+		res, err = measureThroughput(ctx, cfg.Addr, cfg.Duration, cfg.Chunk)
+	case clientLatency:
+		res, err = measureLatency(ctx, cfg.Addr, cfg.LatencyN)
+	case clientConns:
+		res, err = measureConns(ctx, cfg.Addr, cfg.ConnDuration)
+	default:
+		return fmt.Errorf("-client %q: want %s, %s or %s", cfg.Client, clientThroughput, clientLatency, clientConns)
+	}
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// runClient runs one measurement as a child process in namespace ns and decodes its result
+// into out.
+func runClient(ctx context.Context, ns, kind, addr string, cfg config, out any) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := []string{"netns", "exec", ns, exe, "-client", kind, "-addr", addr,
+		"-duration", cfg.Duration.String(), "-conn-duration", cfg.ConnDuration.String(),
+		"-latency-n", strconv.Itoa(cfg.LatencyN), "-chunk", strconv.Itoa(cfg.Chunk)}
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("client in %s: %w: %s", ns, err, strings.TrimSpace(stderr.String()))
+	}
+	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
+		return fmt.Errorf("client in %s printed %q: %w", ns, stdout.String(), err)
+	}
+	return nil
 }

@@ -256,3 +256,20 @@ func snmpValue(text, group, key string) (int64, error) {
 	}
 	return 0, fmt.Errorf("no %s %s in snmp", group, key)
 }
+
+// podMTULine names each backend's pod MTU, as the runs recorded it.
+func podMTULine(runs []*runResult, backends []string) string {
+	var parts []string
+	for _, b := range backends {
+		for _, r := range runs {
+			if r.Backend == b && r.PodMTU > 0 {
+				parts = append(parts, fmt.Sprintf("%s %d", b, r.PodMTU))
+				break
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "pod MTU: " + strings.Join(parts, ", ") + " (underlay 1500)\n\n"
+}

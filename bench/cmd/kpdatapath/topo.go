@@ -11,6 +11,10 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
 	"github.com/kproxy/kproxy/datapath"
 	"github.com/kproxy/kproxy/internal/netnsutil"
 )
@@ -272,4 +276,40 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// crossDevice is the device of node A that pod A's traffic to pod B must leave through: the
+// tunnel device of an encapsulating backend, the underlay for host-gw; "" for veth-limit.
+func crossDevice(backend string) string {
+	switch backend {
+	case "vxlan":
+		return datapath.VXLANDeviceName(datapath.DefaultVNI)
+	case "ipip":
+		return datapath.IPIPDeviceName
+	case "host-gw":
+		return "eth0"
+	}
+	return ""
+}
+
+// txBytes reads a device's transmitted-bytes counter in namespace ns over netlink.
+func txBytes(ns, dev string) (uint64, error) {
+	h, err := netns.GetFromPath(netnsutil.Path(ns))
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = h.Close() }()
+	nl, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
+	if err != nil {
+		return 0, err
+	}
+	defer nl.Close()
+	l, err := nl.LinkByName(dev)
+	if err != nil {
+		return 0, fmt.Errorf("%s in %s: %w", dev, ns, err)
+	}
+	if l.Attrs().Statistics == nil {
+		return 0, fmt.Errorf("%s in %s: no statistics", dev, ns)
+	}
+	return l.Attrs().Statistics.TxBytes, nil
 }
