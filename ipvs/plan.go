@@ -44,6 +44,9 @@ type Plan struct {
 	Chains []ChainRules
 	// Conflicts counts virtual servers dropped because another service port had the key.
 	Conflicts int
+	// delta, when not nil, says that this plan (from PlanCache.Plan) differs from the one
+	// the same cache returned before only in the real servers of these virtual servers.
+	delta []VSKey
 	// NoLocalEndpointsInternal and NoLocalEndpointsExternal count the services with an
 	// internal (external) traffic policy of Local that have endpoints, none of them on this
 	// node: kubeproxy_sync_proxy_rules_no_local_endpoints_total, as upstream counts them.
@@ -108,37 +111,112 @@ func ComputePlan(in PlanInput) Plan {
 // PlanCache computes plans incrementally: it keeps the fragment of every service port and
 // recomputes only those of the services a sync names as changed, so a sync's planning
 // costs O(changed services) plus a merge of cheap comparisons, not a replan of every service.
-// The zero value is empty; the first Plan computes every fragment. Not safe for concurrent
-// use.
+// When the recomputed fragments differ from their previous versions only in real servers
+// (an endpoint change, the common case), the previous plan is patched instead of merged
+// again, and the plan says which virtual servers changed (Plan.delta). The zero value is
+// empty; the first Plan computes every fragment. Not safe for concurrent use.
 type PlanCache struct {
 	frags map[endpoints.ServicePortName]*fragment
 	node  endpoints.NodeInfo
 	cfg   *Config // the Config the fragments were computed with (compared by pointer target)
+	last  *Plan   // the plan returned last (never modified afterwards)
 }
 
 // Plan returns ComputePlan(in). changed names the services whose Service or endpoints
 // changed since the previous call; nil means every service (a full replan). The caller must
 // pass nil whenever it cannot vouch for changed (after a failed sync, say).
 func (c *PlanCache) Plan(in PlanInput, changed map[types.NamespacedName]struct{}) Plan {
-	all := changed == nil || c.frags == nil || c.node != in.Node || c.cfg == nil || !sameConfig(*c.cfg, in.Config)
+	all := changed == nil || c.frags == nil || c.last == nil || c.node != in.Node || c.cfg == nil || !sameConfig(*c.cfg, in.Config)
 	if all {
 		c.frags = make(map[endpoints.ServicePortName]*fragment, len(in.Services))
 		c.node, c.cfg = in.Node, &in.Config
 	}
+	reshaped := all // a fragment changed in more than its real servers
 	for name := range c.frags {
 		if _, ok := in.Services[name]; !ok {
 			delete(c.frags, name)
+			reshaped = true
 		}
 	}
+	var replaced []fragmentChange
 	for name, sp := range in.Services {
-		if _, ok := changed[name.NamespacedName]; !ok && !all {
-			if _, cached := c.frags[name]; cached {
-				continue
+		old, cached := c.frags[name]
+		if _, ok := changed[name.NamespacedName]; !ok && !all && cached {
+			continue
+		}
+		f := planFragment(in, sp)
+		c.frags[name] = f
+		if !reshaped {
+			if cached && sameShape(old, f) {
+				replaced = append(replaced, fragmentChange{old, f})
+			} else {
+				reshaped = true
 			}
 		}
-		c.frags[name] = planFragment(in, sp)
 	}
-	return merge(in.Config, c.frags)
+	var plan Plan
+	if reshaped {
+		plan = merge(in.Config, c.frags)
+	} else {
+		plan = c.last.patch(replaced)
+	}
+	c.last = &plan
+	return plan
+}
+
+// fragmentChange is a fragment recomputed with the same shape.
+type fragmentChange struct{ old, cur *fragment }
+
+// sameShape reports whether two fragments differ at most in their virtual servers' real
+// servers.
+func sameShape(a, b *fragment) bool {
+	if a.order != b.order || a.noLocalInternal != b.noLocalInternal || a.noLocalExternal != b.noLocalExternal ||
+		len(a.vs) != len(b.vs) || !slices.Equal(a.bind, b.bind) || !slices.Equal(a.entries, b.entries) ||
+		!slices.Equal(a.lbNoNodeAccess, b.lbNoNodeAccess) {
+		return false
+	}
+	for i := range a.vs {
+		x, y := a.vs[i], b.vs[i]
+		if x.vs.VirtualServer != y.vs.VirtualServer || x.vs.Service != y.vs.Service ||
+			(x.shortcut == nil) != (y.shortcut == nil) || x.shortcut != nil && *x.shortcut != *y.shortcut {
+			return false
+		}
+	}
+	return true
+}
+
+// patch returns a copy of the plan with the real servers of the changed fragments' virtual
+// servers (those each fragment won in merge), and delta naming the virtual servers whose real
+// servers differ.
+func (p *Plan) patch(changes []fragmentChange) Plan {
+	out := *p
+	out.VirtualServers = slices.Clone(p.VirtualServers)
+	out.delta = []VSKey{}
+	for _, ch := range changes {
+		for i, fv := range ch.cur.vs {
+			key := fv.vs.VSKey
+			if slices.Equal(fv.vs.RealServers, ch.old.vs[i].vs.RealServers) ||
+				slices.ContainsFunc(ch.cur.vs[:i], func(o fragmentVS) bool { return o.vs.VSKey == key }) {
+				continue // unchanged, or a key the fragment already had (merge keeps the first)
+			}
+			j, found := slices.BinarySearchFunc(out.VirtualServers, key, func(vs PlannedVS, k VSKey) int { return compareVSKey(vs.VSKey, k) })
+			if !found || out.VirtualServers[j].Service != fv.vs.Service {
+				continue // another service port has the key
+			}
+			out.VirtualServers[j].RealServers = fv.vs.RealServers
+			out.delta = append(out.delta, key)
+		}
+	}
+	return out
+}
+
+// find returns the planned virtual server with the key.
+func (p *Plan) find(key VSKey) (PlannedVS, bool) {
+	j, found := slices.BinarySearchFunc(p.VirtualServers, key, func(vs PlannedVS, k VSKey) int { return compareVSKey(vs.VSKey, k) })
+	if !found {
+		return PlannedVS{}, false
+	}
+	return p.VirtualServers[j], true
 }
 
 // sameConfig reports whether two configs plan alike (every field but the sync knobs).

@@ -286,6 +286,9 @@ func (p *Proxier) unbindStale(ctx context.Context, plan Plan, bound []netip.Addr
 // repair; a write the kernel refuses fails the sync, and the next one is full.
 func (p *Proxier) applyChanges(ctx context.Context, plan Plan, snap endpoints.Snapshot) (SyncStats, error) {
 	st := planStats(plan)
+	if plan.delta != nil {
+		return p.applyDelta(ctx, plan, st)
+	}
 	prev := p.written
 	res, err := ipset.ReconcileFrom(ctx, p.w.IPSet, prev.Sets, plan.Sets, ipset.ReconcileOptions{RebuildThreshold: p.cfg.IPSetRebuildThreshold})
 	st.SetEntriesAdded, st.SetDeleted = res.Added, res.Deleted
@@ -333,4 +336,38 @@ func (p *Proxier) applyChanges(ctx context.Context, plan Plan, snap endpoints.Sn
 	errs = append(errs, sync.errs...)
 	p.recordIPVS(plan, sync, &st)
 	return st, errors.Join(errs...)
+}
+
+// applyDelta is applyChanges for a plan that differs from the last one written only in the
+// real servers of plan.delta's virtual servers (PlanCache patched it): the sets, addresses,
+// chains and virtual servers are the same, so only those virtual servers' real servers,
+// and those of virtual servers with draining real servers, are listed and synced. Its
+// work is O(changes), not O(services).
+func (p *Proxier) applyDelta(ctx context.Context, plan Plan, st SyncStats) (SyncStats, error) {
+	keys := slices.Clone(plan.delta)
+	for k := range p.draining {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, compareVSKey)
+	keys = slices.Compact(keys)
+	var sub Plan
+	have := make(map[VSKey]VirtualServer, len(keys))
+	for _, k := range keys {
+		want, ok := plan.find(k)
+		if !ok {
+			continue
+		}
+		sub.VirtualServers = append(sub.VirtualServers, want)
+		if old, ok := p.written.find(k); ok {
+			have[k] = old.VirtualServer
+		}
+	}
+	sync := &ipvsSync{ipvs: p.w.IPVS, cfg: p.cfg, draining: map[VSKey]bool{},
+		inspect: func(PlannedVS) bool { return true }}
+	sync.ensureVirtualServers(ctx, sub, have)
+	s := sync.stats
+	st.VSAdded, st.VSUpdated, st.VSDeleted = s.VSAdded, s.VSUpdated, s.VSDeleted
+	st.RSAdded, st.RSUpdated, st.RSDeleted, st.Draining = s.RSAdded, s.RSUpdated, s.RSDeleted, s.Draining
+	p.draining = sync.draining // p.planned stays: the same virtual servers
+	return st, errors.Join(sync.errs...)
 }
