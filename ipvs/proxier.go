@@ -138,7 +138,9 @@ func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpo
 	}
 	p.synced, p.written = true, plan
 	if check {
-		p.checked = start
+		// counted from the end: after a long check (a cold start's) the next sync is not
+		// another check at once
+		p.checked = p.now()
 	}
 	p.mu.Lock()
 	p.last = st
