@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netns"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -31,6 +33,10 @@ import (
 //
 //	CGO_ENABLED=0 go test -c -tags vm -o /tmp/ipvs-vm.test ./ipvs/vmtest
 //	e2e/vm/run-test.sh -e KPV_SYNC_COST_N=1000 /tmp/ipvs-vm.test -test.run SyncCost -test.v
+//
+// With KPV_SYNC_COST_POLL=1 a goroutine reads /proc/net/ip_vs of the namespace all along, as
+// kpbench's poller does (a pause of three times each read's duration between reads), to see
+// what the benchmark's instrument costs the proxy.
 func TestSyncCostInVM(t *testing.T) {
 	requireVM(t)
 	n, err := strconv.Atoi(os.Getenv("KPV_SYNC_COST_N"))
@@ -41,6 +47,11 @@ func TestSyncCostInVM(t *testing.T) {
 	node := nsName(t, "kpv-cost-"+netnsutil.Suffix())
 	nsPath := "/run/netns/" + node
 	k, sets := openKernel(t, nsPath)
+	if os.Getenv("KPV_SYNC_COST_POLL") == "1" {
+		// the benchmark's poller: /proc/net/ip_vs read in a loop, pausing 3 × each read
+		stop := pollProcIPVS(t, nsPath)
+		defer stop()
+	}
 	tm := &timings{d: map[string]time.Duration{}, n: map[string]int{}}
 	w := ipvs.Writers{IPVS: timedIPVS{k, tm}, Links: timedLinks{k, tm}, IPSet: timedSets{sets, tm},
 		IPTables: timedIPT{iptables.New(iptables.Options{NetNSPath: nsPath}), tm}}
@@ -218,4 +229,47 @@ func (x timedIPT) Restore(ctx context.Context, data []byte) error {
 func (x timedIPT) EnsureRule(ctx context.Context, pos iptables.RulePosition, table iptables.Table, chain iptables.Chain, args ...string) (bool, error) {
 	defer x.t.track("iptables.EnsureRule")()
 	return x.Interface.EnsureRule(ctx, pos, table, chain, args...)
+}
+
+// pollProcIPVS reads /proc/net/ip_vs of the namespace at nsPath until stopped, pausing three
+// times each read's duration between reads; stop logs how many reads it made and how long
+// they took.
+func pollProcIPVS(t *testing.T, nsPath string) (stop func()) {
+	done, finished := make(chan struct{}), make(chan struct{})
+	var reads int
+	var busy time.Duration
+	go func() {
+		defer close(finished)
+		runtime.LockOSThread() // the thread stays in the namespace and dies with the goroutine
+		target, err := netns.GetFromPath(nsPath)
+		if err != nil {
+			t.Errorf("poller: %v", err)
+			return
+		}
+		defer func() { _ = target.Close() }()
+		if err := netns.Set(target); err != nil {
+			t.Errorf("poller: setns: %v", err)
+			return
+		}
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			t0 := time.Now()
+			if _, err := os.ReadFile("/proc/thread-self/net/ip_vs"); err != nil {
+				t.Errorf("poller: %v", err)
+				return
+			}
+			d := time.Since(t0)
+			reads, busy = reads+1, busy+d
+			time.Sleep(max(25*time.Millisecond, 3*d))
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		t.Logf("poller: %d reads of /proc/net/ip_vs, %v reading", reads, busy.Round(time.Millisecond))
+	}
 }
