@@ -128,7 +128,7 @@ func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpo
 	var st SyncStats
 	var err error
 	if check {
-		st, err = p.apply(ctx, plan)
+		st, err = p.applyChecked(ctx, plan)
 	} else {
 		st, err = p.applyChanges(ctx, plan, snap)
 	}
@@ -168,10 +168,10 @@ func planStats(plan Plan) SyncStats {
 	return st
 }
 
-// apply makes one sync that checks the kernel: it lists the addresses, the sets, the
+// applyChecked makes one sync that checks the kernel: it lists the addresses, the sets, the
 // virtual servers and the real servers of every one of them, and the iptables tables, and
 // writes what differs from the plan.
-func (p *Proxier) apply(ctx context.Context, plan Plan) (SyncStats, error) {
+func (p *Proxier) applyChecked(ctx context.Context, plan Plan) (SyncStats, error) {
 	st := planStats(plan)
 	if _, err := p.w.Links.EnsureDummy(ctx, DummyDevice); err != nil {
 		return st, err
@@ -282,7 +282,7 @@ func (p *Proxier) unbindStale(ctx context.Context, plan Plan, bound []netip.Addr
 
 // applyChanges makes one partial sync without a check: it compares the plan with the one
 // the last sync wrote (p.written, which that sync left in the kernel) and writes the
-// difference, in apply's order. It lists only the real servers of the virtual servers of
+// difference, in applyChecked's order. It lists only the real servers of the virtual servers of
 // changed services, of those whose real servers the plans disagree on, and of those with
 // draining real servers. Whatever was changed by hand meanwhile is the next check's to
 // repair; a write the kernel refuses fails the sync, and the next one is full.
