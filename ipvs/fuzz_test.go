@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
-	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kproxy/kproxy/endpoints"
@@ -165,30 +165,8 @@ func checkPartialSync(t *testing.T, fam iptables.Family, knobs uint8, ops []apif
 	if err := inc.p.Apply(ctx, tracker.Checkout(), node, true); err != nil {
 		t.Fatalf("%s (knobs %08b): full sync of the first half: %v", fam, knobs, err)
 	}
-	oldSvcs := map[types.NamespacedName]*v1.Service{}
-	for _, s := range svcs1 {
-		oldSvcs[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
-	}
-	for _, s := range svcs2 {
-		k := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
-		tracker.OnServiceUpdate(oldSvcs[k], s)
-		delete(oldSvcs, k)
-	}
-	for _, s := range oldSvcs {
-		tracker.OnServiceDelete(s)
-	}
-	oldSlices := map[types.NamespacedName]*discovery.EndpointSlice{}
-	for _, s := range sls1 {
-		oldSlices[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
-	}
-	for _, s := range sls2 {
-		k := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
-		tracker.OnEndpointSliceUpdate(oldSlices[k], s)
-		delete(oldSlices, k)
-	}
-	for _, s := range oldSlices {
-		tracker.OnEndpointSliceDelete(s)
-	}
+	replay(svcs1, svcs2, tracker.OnServiceUpdate, tracker.OnServiceDelete)
+	replay(sls1, sls2, tracker.OnEndpointSliceUpdate, tracker.OnEndpointSliceDelete)
 	if err := inc.p.Apply(ctx, tracker.Checkout(), node, false); err != nil {
 		t.Fatalf("%s (knobs %08b): partial sync to the final state: %v", fam, knobs, err)
 	}
@@ -212,4 +190,23 @@ func newFuzzEnv(t *testing.T, cfg Config) *testEnv {
 	e := &testEnv{ipvs: NewFakeIPVS(), links: NewFakeLinks(), sets: ipset.NewFake(), ipt: newFakeIPT()}
 	e.p = e.newProxier(t, cfg)
 	return e
+}
+
+// replay tells an informer's handlers how the live objects went from prev to cur: an
+// update (old nil for an add) per object of cur, a delete per object of prev not in cur.
+func replay[T metav1.Object](prev, cur []T, update func(old, cur T), del func(T)) {
+	key := func(o T) types.NamespacedName {
+		return types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}
+	}
+	old := map[types.NamespacedName]T{}
+	for _, o := range prev {
+		old[key(o)] = o
+	}
+	for _, o := range cur {
+		update(old[key(o)], o)
+		delete(old, key(o))
+	}
+	for _, o := range old {
+		del(o)
+	}
 }

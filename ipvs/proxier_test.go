@@ -284,83 +284,53 @@ func TestValidateScheduler(t *testing.T) {
 	}
 }
 
-// TestPartialSyncRestoresDeletedVirtualServer: a virtual server deleted by hand is not
-// seen by a partial sync with nothing changed (it compares with the last plan, not the
-// kernel), until Config.KernelCheckInterval has passed since the last check.
-func TestPartialSyncRestoresDeletedVirtualServer(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		interval time.Duration
-		after    time.Duration
-		want     string
-	}{
-		{"no interval: only full syncs", 0, time.Hour, "gone"},
-		{"interval not yet due", 30 * time.Second, 10 * time.Second, "gone"},
-		{"interval due", 30 * time.Second, 30 * time.Second, "w1"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := testConfig()
-			cfg.KernelCheckInterval = tc.interval
-			e := newEnv(t, cfg)
-			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-			e.p.now = func() time.Time { return now }
-			w := newWorld().svc(webTCP(), readyEP("100.64.1.2", 8080))
-			e.apply(t, w, true)
-			if err := e.ipvs.DeleteVirtualServer(context.Background(), webKey); err != nil {
-				t.Fatal(err)
-			}
-			now = now.Add(tc.after)
-			snap := w.snapshot()
-			snap.Changed = nil
-			if err := e.p.Apply(context.Background(), snap, testNode, false); err != nil {
-				t.Fatal(err)
-			}
-			got := "gone"
-			if _, err := e.ipvs.ListRealServers(context.Background(), webKey); err == nil {
-				got = rsState(t, e.ipvs, webKey, ap("100.64.1.2:8080"))
-			}
-			if got != tc.want {
-				t.Errorf("virtual server deleted by hand, after a partial sync %v later: real server %s, want %s", tc.after, got, tc.want)
-			}
-		})
+// TestPartialSyncRepairsByHandChanges: a virtual server or a real server deleted by hand is
+// not seen by a partial sync with nothing changed (it compares with the last plan, not the
+// kernel), until Config.KernelCheckInterval (kproxy: half the sync period) has passed since
+// the last check.
+func TestPartialSyncRepairsByHandChanges(t *testing.T) {
+	removed := ap("100.64.2.2:8080")
+	tampers := map[string]func(*FakeIPVS) error{
+		"virtual server": func(f *FakeIPVS) error { return f.DeleteVirtualServer(context.Background(), webKey) },
+		"real server":    func(f *FakeIPVS) error { return f.DeleteRealServer(context.Background(), webKey, removed) },
 	}
-}
-
-// TestPartialSyncRestoresDeletedRealServer: a real server deleted by hand is not seen by a
-// partial sync with nothing changed, until Config.KernelCheckInterval has passed since
-// the real servers of every virtual server were last listed (kproxy: the sync period).
-func TestPartialSyncRestoresDeletedRealServer(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		interval time.Duration
-		after    time.Duration // clock advance before the partial sync
-		want     string        // the real server's state after it
-	}{
-		{"no interval: only full syncs", 0, time.Hour, "gone"},
-		{"interval not yet due", 30 * time.Second, 10 * time.Second, "gone"},
-		{"interval due", 30 * time.Second, 30 * time.Second, "w1"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := testConfig()
-			cfg.KernelCheckInterval = tc.interval
-			e := newEnv(t, cfg)
-			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-			e.p.now = func() time.Time { return now }
-			w := newWorld().svc(webTCP(), readyEP("100.64.1.2", 8080), remoteEP("100.64.2.2", 8080))
-			e.apply(t, w, true)
-			if err := e.ipvs.DeleteRealServer(context.Background(), webKey, ap("100.64.2.2:8080")); err != nil {
-				t.Fatal(err)
-			}
-			now = now.Add(tc.after)
-			snap := w.snapshot()
-			snap.Changed = nil
-			if err := e.p.Apply(context.Background(), snap, testNode, false); err != nil {
-				t.Fatal(err)
-			}
-			if got := rsState(t, e.ipvs, webKey, ap("100.64.2.2:8080")); got != tc.want {
-				t.Errorf("real server deleted by hand, after a partial sync %v later: %s, want %s", tc.after, got, tc.want)
-			}
-		})
+	for object, tamper := range tampers {
+		for _, tc := range []struct {
+			name     string
+			interval time.Duration
+			after    time.Duration // clock advance before the partial sync
+			want     string        // the real server's state after it
+		}{
+			{"no interval: only full syncs", 0, time.Hour, "gone"},
+			{"interval not yet due", 30 * time.Second, 10 * time.Second, "gone"},
+			{"interval due", 30 * time.Second, 30 * time.Second, "w1"},
+		} {
+			t.Run(object+"/"+tc.name, func(t *testing.T) {
+				cfg := testConfig()
+				cfg.KernelCheckInterval = tc.interval
+				e := newEnv(t, cfg)
+				now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+				e.p.now = func() time.Time { return now }
+				w := newWorld().svc(webTCP(), readyEP("100.64.1.2", 8080), remoteEP("100.64.2.2", 8080))
+				e.apply(t, w, true)
+				if err := tamper(e.ipvs); err != nil {
+					t.Fatal(err)
+				}
+				now = now.Add(tc.after)
+				snap := w.snapshot()
+				snap.Changed = nil
+				if err := e.p.Apply(context.Background(), snap, testNode, false); err != nil {
+					t.Fatal(err)
+				}
+				got := "gone"
+				if _, err := e.ipvs.ListRealServers(context.Background(), webKey); err == nil {
+					got = rsState(t, e.ipvs, webKey, removed)
+				}
+				if got != tc.want {
+					t.Errorf("%s deleted by hand, after a partial sync %v later: real server %s, want %s", object, tc.after, got, tc.want)
+				}
+			})
+		}
 	}
 }
 
