@@ -27,7 +27,7 @@ DEB_TOOLS    := iptables:iptables iptables-restore:iptables ipset:ipset ipvsadm:
 CONFORMANCE_DEB := containerd runc netcat-openbsd bind9-dnsutils socat busybox-static openssl bash wget
 MODE         ?= iptables
 
-.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e bench bench-iptables bench-ipvs bench-datapath test lint demo demo-down clean \
+.PHONY: all build deps k8s unit netns vm-test vm-e2e e2e bench bench-iptables bench-ipvs bench-datapath bench-dataplane test lint demo demo-down clean \
         conformance-deps conformance conformance-quick conformance-down
 
 all: build
@@ -146,6 +146,14 @@ bench-ipvs: deps build k8s
 bench-datapath: deps
 	CGO_ENABLED=0 $(GO) build -o bin/kpdatapath ./bench/cmd/kpdatapath
 	bin/kpdatapath $(BENCH_ARGS)
+
+# bench-dataplane measures new connections per second and first-packet latency from a pod through a
+# ClusterIP with 10 and 10,000 other Services programmed: kproxy --mode=iptables against kube-proxy
+# iptables and nftables, and the pod IP with no proxy as the limit (bench/README.md, "Data plane").
+bench-dataplane: deps build k8s
+	CGO_ENABLED=0 $(GO) build -o bin/kpdataplane ./bench/cmd/kpdataplane
+	bin/kpdataplane -kproxy-bin $(CURDIR)/bin/kproxy -echo-bin $(CURDIR)/bin/echo \
+	  -k8s-bin $$(e2e/tools/build-k8s.sh 2>/dev/null | tail -1) $(BENCH_ARGS)
 
 demo: deps build k8s
 	hack/demo.sh
