@@ -4,17 +4,18 @@
 // --proxy-mode=iptables and --proxy-mode=nftables, and as the limit the same against the
 // backend pod's IP with no proxy and no rules in the node.
 //
-// One e2e sandbox (e2e/harness: kube-apiserver + etcd, one node namespace, a client pod and
-// a backend pod on the node's cni0) for the whole run. The backend pod runs this binary with
-// -serve (a 1-byte echo); the target Service (port 80) has the backend pod as its only
-// endpoint (a hand-written EndpointSlice). For each B, after loading the Services up to B
-// (E endpoints each, as kpbench's loader), and for each round and each proxy in turn
-// (alternating order): the node's rules and conntrack table are flushed, the proxy starts,
-// kpdataplane waits until the target VIP answers and every Service is programmed (read from
-// the kernel: iptables-save -t nat, nft list table ip kube-proxy) and the proxy is idle, then
-// runs closed loops from the client pod (this binary with -client, in the pod's namespace):
-// connect, 1-byte request/response, close (SO_LINGER 0), for -duration with each worker count
-// of -workers, to VIP:80 and to the pod IP directly. See bench/README.md, "Data plane".
+// One e2e sandbox (e2e/harness: kube-apiserver + etcd) for the whole run, with one node
+// namespace per proxy, each with a client pod, a backend pod running this binary with -serve
+// (a 1-byte echo) and its target Service (port 80, the backend pod as its only endpoint, a
+// hand-written EndpointSlice). Every proxy runs from the start and programs the background
+// Services as they are loaded (E endpoints each, as kpbench's loader; a cold start per round
+// would take kube-proxy iptables about 12 minutes at 10,000). For each B, once every node's
+// kernel holds every Service (iptables-save -t nat, nft list table ip kube-proxy) and its
+// target VIP answers, each round measures each node in turn (alternating order), the other
+// proxies stopped (SIGSTOP) and this one idle: closed loops from the client pod (this binary
+// with -client, in the pod's namespace): connect, 1-byte request/response, close
+// (SO_LINGER 0), for -duration with each worker count of -workers, to VIP:80 and to the pod IP
+// directly. See bench/README.md, "Data plane".
 package main
 
 import (
@@ -156,34 +157,44 @@ type results struct {
 
 // sizeResult is one background size: every run and the summary.
 type sizeResult struct {
-	Background int          `json:"backgroundServices"`
-	LoadS      float64      `json:"loadSeconds"`
-	Runs       []*runResult `json:"runs"`
-	Summary    []summaryRow `json:"summary"`
+	Background int     `json:"backgroundServices"`
+	LoadS      float64 `json:"loadSeconds"`
+	// Programmed: last background write → every Service in the proxy's node's kernel (s).
+	Programmed    map[string]float64 `json:"lastWriteToProgrammedS"`
+	NotProgrammed map[string]string  `json:"notProgrammed,omitempty"`
+	Runs          []*runResult       `json:"runs"`
+	Summary       []summaryRow       `json:"summary"`
 }
 
-// runResult is one proxy in one round.
+// runResult is one proxy's loops in one round.
 type runResult struct {
-	Proxy    string `json:"proxy"`
-	Round    int    `json:"round"`
-	Position int    `json:"position"`
-	// ProgrammedS: proxy start → the target VIP answers and every Service is in the kernel.
-	ProgrammedS float64      `json:"startToProgrammedS,omitempty"`
-	QuietS      float64      `json:"waitForIdleS,omitempty"`
-	LoadAvg     string       `json:"loadavgAtStart"`
-	Loops       []loopResult `json:"loops"`
-	Error       string       `json:"error,omitempty"`
+	Proxy    string       `json:"proxy"`
+	Node     string       `json:"node"`
+	Round    int          `json:"round"`
+	Position int          `json:"position"`
+	QuietS   float64      `json:"waitForIdleS,omitempty"`
+	LoadAvg  string       `json:"loadavgAtStart"`
+	Loops    []loopResult `json:"loops"`
+	Error    string       `json:"error,omitempty"`
 }
 
-// bench is the running sandbox and what the runs need of it.
-type bench struct {
-	cfg     config
-	c       *harness.Cluster
+// site is one proxy's node: its client and backend pods, its target Service and its proxy.
+type site struct {
+	p       proxyCfg
 	node    *harness.Node
 	client  *harness.Pod
 	backend *harness.Pod
-	vip     string // target ClusterIP
-	bg      background
+	vip     string // the target Service's ClusterIP
+	pid     int    // the proxy's; 0 for no proxy
+	err     error  // not programmed: no loops
+}
+
+// bench is the running sandbox.
+type bench struct {
+	cfg   config
+	c     *harness.Cluster
+	sites []*site
+	bg    background
 }
 
 func run(cfg config) error {
@@ -220,7 +231,7 @@ func run(cfg config) error {
 	go func() {
 		s := <-sigs
 		logf("%v: cleaning up sandbox %s", s, cfg.Prefix)
-		_, _ = harness.Cleanup(cfg.Prefix)
+		_, _ = harness.Cleanup(cfg.Prefix) // SIGKILLs frozen proxies too
 		os.Exit(130)
 	}()
 	res := &results{
@@ -228,19 +239,20 @@ func run(cfg config) error {
 		Config: map[string]any{"backgroundServices": cfg.Sizes, "endpointsPerService": cfg.E, "rounds": cfg.Rounds,
 			"workers": cfg.Workers, "duration": cfg.Duration.String(), "warmup": cfg.Warmup.String(),
 			"timeout": cfg.Timeout.String(), "settle": cfg.Settle.String(), "quietCap": cfg.QuietCap.String(),
-			"close": "SO_LINGER 0 (RST, no TIME_WAIT)", "prefix": cfg.Prefix, "nodes": 1, "pods": 2,
-			"sandbox": "one for the whole run; rules (nft flush ruleset) and conntrack flushed before each proxy, conntrack before each loop"},
+			"close": "SO_LINGER 0 (RST, no TIME_WAIT)", "prefix": cfg.Prefix, "nodes": len(sel), "podsPerNode": 2,
+			"sandbox": "one for the whole run, one node per proxy (its own client and backend pods and target Service); every proxy runs from the start and programs the background as it grows; while one node is measured the other proxies are stopped (SIGSTOP); conntrack of the node flushed before each loop"},
 		Versions: versions(cfg), Proxies: sel,
 	}
 	b := &bench{cfg: cfg}
 	t0 := time.Now()
 	ctx := context.Background()
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	b.c, err = harness.Start(sctx, harness.Options{Prefix: cfg.Prefix, Nodes: 1, PodsPerNode: 2,
+	b.c, err = harness.Start(sctx, harness.Options{Prefix: cfg.Prefix, Nodes: len(sel), PodsPerNode: 2,
 		Proxy: harness.ProxyNone, ProxyBin: cfg.KProxyBin, K8sBin: cfg.K8sBin, EchoBin: cfg.EchoBin,
 		Logf: func(format string, args ...any) { logf("  "+format, args...) }})
 	cancel()
 	defer func() {
+		b.freezeAllBut(nil)
 		if b.c != nil {
 			b.c.Close()
 		}
@@ -251,12 +263,17 @@ func run(cfg config) error {
 	if err != nil {
 		return fmt.Errorf("sandbox: %w", err)
 	}
-	if err := b.setup(ctx); err != nil {
+	if err := b.setup(ctx, sel); err != nil {
 		return err
 	}
-	logf("sandbox, server and target Service %s:%d → %s up in %.1fs", b.vip, servicePort, b.backend.Addr(serverPort), time.Since(t0).Seconds())
+	logf("sandbox: %d nodes, servers, target Services and proxies up in %.1fs", len(sel), time.Since(t0).Seconds())
+	var names []string
+	for _, p := range sel {
+		names = append(names, p.Name)
+	}
 	for _, size := range cfg.Sizes {
-		sr := &sizeResult{Background: size}
+		sr := &sizeResult{Background: size, Programmed: map[string]float64{}, NotProgrammed: map[string]string{}}
+		b.freezeAllBut(nil) // every proxy programs the load as it grows
 		tl := time.Now()
 		cs, err := fastClient(b.c.RESTConfig)
 		if err != nil {
@@ -265,26 +282,30 @@ func run(cfg config) error {
 		if err := b.bg.grow(ctx, cs, size, cfg.E, cfg.LoadWorkers); err != nil {
 			return fmt.Errorf("background load to %d: %w", size, err)
 		}
-		sr.LoadS = round(time.Since(tl).Seconds(), 1)
+		tLast := time.Now()
+		sr.LoadS = round(tLast.Sub(tl).Seconds(), 1)
 		logf("B=%d: %d background Services × %d endpoints in the API (%.1fs)", size, size, cfg.E, sr.LoadS)
+		b.waitAllProgrammed(ctx, tLast, sr)
+		time.Sleep(cfg.Settle)
 		for r := 1; r <= cfg.Rounds; r++ {
-			order := slices.Clone(sel)
+			order := slices.Clone(b.sites)
 			if r%2 == 0 {
 				slices.Reverse(order)
 			}
-			for pos, p := range order {
-				logf("B=%d round %d/%d, %d/%d: %s", size, r, cfg.Rounds, pos+1, len(order), p.Name)
-				rr := b.runOne(ctx, p, r, pos+1)
-				if rr.Error != "" {
-					logf("  %s: %s", p.Name, rr.Error)
+			for pos, st := range order {
+				if st.err != nil {
+					continue
+				}
+				logf("B=%d round %d/%d, %d/%d: %s (%s)", size, r, cfg.Rounds, pos+1, len(order), st.p.Name, st.node.Name)
+				rr := &runResult{Proxy: st.p.Name, Node: st.node.Name, Round: r, Position: pos + 1, LoadAvg: loadavg()}
+				if err := b.measure(ctx, st, rr); err != nil {
+					rr.Error = err.Error()
+					logf("  %s: %s", st.p.Name, rr.Error)
 				}
 				sr.Runs = append(sr.Runs, rr)
 			}
 		}
-		var names []string
-		for _, p := range sel {
-			names = append(names, p.Name)
-		}
+		b.freezeAllBut(nil)
 		sr.Summary = summarise(sr.Runs, names, cfg.Workers)
 		res.Sizes = append(res.Sizes, sr)
 		var out strings.Builder
@@ -301,8 +322,17 @@ func run(cfg config) error {
 
 // writeSection prints one size's table and its runs.
 func writeSection(w *strings.Builder, sr *sizeResult, names []string) {
-	fmt.Fprintf(w, "\n### %d other Services (× endpoints as configured), target: 1 Service, 1 endpoint\n\n", sr.Background)
-	fmt.Fprintln(w, "Medians over the rounds; ratios are kproxy / other per round (same round, back to back), then their median:")
+	fmt.Fprintf(w, "\n### %d other Services, target: 1 Service with 1 endpoint\n\n", sr.Background)
+	var prog []string
+	for _, n := range names {
+		if v, ok := sr.Programmed[n]; ok {
+			prog = append(prog, fmt.Sprintf("%s %.1f s", n, v))
+		} else if e, ok := sr.NotProgrammed[n]; ok {
+			prog = append(prog, fmt.Sprintf("%s NOT PROGRAMMED (%s)", n, e))
+		}
+	}
+	fmt.Fprintf(w, "Background loaded through the API in %.1f s; last write → programmed in the kernel: %s.\n", sr.LoadS, strings.Join(prog, ", "))
+	fmt.Fprintln(w, "Medians over the rounds; ratios are kproxy / other per round (back to back), then their median:")
 	fmt.Fprintln(w, "for conns/s higher is better, for µs lower is better.")
 	fmt.Fprintln(w)
 	printTable(w, sr.Summary, names)
@@ -310,148 +340,171 @@ func writeSection(w *strings.Builder, sr *sizeResult, names []string) {
 	printRuns(w, sr.Runs)
 }
 
-// setup starts the backend's server, creates the target Service and waits until the client
-// pod reaches the server on the pod IP.
-func (b *bench) setup(ctx context.Context) error {
-	b.node = b.c.Nodes[0]
-	b.client, b.backend = b.c.Pod(1, 1), b.c.Pod(1, 2)
-	if _, err := b.c.StartDetached("dpserver", b.backend.Name, b.cfg.Self, "-serve", b.backend.Addr(serverPort)); err != nil {
-		return err
+// setup builds one site per proxy: the server in the backend pod, the target Service, the
+// proxy (started before any background Service exists); it waits until each client reaches
+// its server on the pod IP and, for the proxies, through the VIP.
+func (b *bench) setup(ctx context.Context, sel []proxyCfg) error {
+	for i, p := range sel {
+		st := &site{p: p, node: b.c.Nodes[i], client: b.c.Pod(i+1, 1), backend: b.c.Pod(i+1, 2)}
+		b.sites = append(b.sites, st)
+		if _, err := b.c.StartDetached("dpserver-"+st.node.Name, st.backend.Name, b.cfg.Self, "-serve", st.backend.Addr(serverPort)); err != nil {
+			return err
+		}
 	}
 	for _, ns := range []string{bgNS, targetNS} {
 		if err := b.c.EnsureNamespace(ctx, ns); err != nil {
 			return err
 		}
 	}
-	vip, err := createService(ctx, b.c.Client, targetNS, "target", serverPort, []string{b.backend.IP.String()})
-	if err != nil {
-		return err
+	for _, st := range b.sites {
+		vip, err := createService(ctx, b.c.Client, targetNS, "target-"+st.node.Name, serverPort, []string{st.backend.IP.String()})
+		if err != nil {
+			return err
+		}
+		st.vip = vip
+		if err := harness.Poll(ctx, 50*time.Millisecond, 10*time.Second, func() error {
+			return st.probe(st.backend.Addr(serverPort))
+		}); err != nil {
+			return fmt.Errorf("%s: server on the pod IP: %w", st.node.Name, err)
+		}
+		if st.p.Proxy == harness.ProxyNone {
+			continue
+		}
+		b.c.Opts.Proxy, b.c.Opts.ProxyArgs = st.p.Proxy, st.p.Args
+		if err := b.c.StartProxy(ctx, st.node); err != nil {
+			return fmt.Errorf("%s on %s: %w", st.p.Name, st.node.Name, err)
+		}
+		if st.pid, err = proxyPid(b.c.State, st.node.Name); err != nil {
+			return err
+		}
 	}
-	b.vip = vip
-	return harness.Poll(ctx, 50*time.Millisecond, 10*time.Second, func() error {
-		return b.probe(b.backend.Addr(serverPort))
-	})
-}
-
-// probe does one echo from the client pod to addr.
-func (b *bench) probe(addr string) error {
-	return netnsutil.Do(harness.NetnsPath(b.client.Name), func() error { return probe(addr, time.Second) })
-}
-
-func (b *bench) vipAddr() string { return net.JoinHostPort(b.vip, strconv.Itoa(servicePort)) }
-
-// flush empties the node's packet filter (every nftables table: iptables-nft's and
-// kube-proxy nftables') and its conntrack table.
-func (b *bench) flush(ctx context.Context) error {
-	if _, err := harness.Exec(ctx, b.node.Name, "nft", "flush", "ruleset"); err != nil {
-		return err
+	sr := &sizeResult{Programmed: map[string]float64{}, NotProgrammed: map[string]string{}}
+	b.waitAllProgrammed(ctx, time.Now(), sr)
+	for p, e := range sr.NotProgrammed {
+		return fmt.Errorf("%s: target Service alone not programmed: %s", p, e)
 	}
-	return b.flushConntrack(ctx)
+	return nil
 }
 
-func (b *bench) flushConntrack(ctx context.Context) error {
-	out, err := harness.Exec(ctx, b.node.Name, "conntrack", "-F")
+// probe does one echo from the site's client pod to addr.
+func (st *site) probe(addr string) error {
+	return netnsutil.Do(harness.NetnsPath(st.client.Name), func() error { return probe(addr, time.Second) })
+}
+
+func (st *site) vipAddr() string { return net.JoinHostPort(st.vip, strconv.Itoa(servicePort)) }
+
+// freezeAllBut stops (SIGSTOP) every proxy but keep's, and continues keep's (nil: continues
+// all): a proxy's periodic syncs do not take CPU from another node's loops. Its rules stay.
+func (b *bench) freezeAllBut(keep *site) {
+	for _, st := range b.sites {
+		if st.pid == 0 {
+			continue
+		}
+		sig := syscall.SIGSTOP
+		if keep == nil || st == keep {
+			sig = syscall.SIGCONT
+		}
+		_ = syscall.Kill(st.pid, sig)
+	}
+}
+
+func (b *bench) flushConntrack(ctx context.Context, st *site) error {
+	out, err := harness.Exec(ctx, st.node.Name, "conntrack", "-F")
 	if err != nil && !strings.Contains(out, "0 flow entries") {
 		return err
 	}
 	return nil
 }
 
-func (b *bench) runOne(ctx context.Context, p proxyCfg, roundNo, pos int) *runResult {
-	rr := &runResult{Proxy: p.Name, Round: roundNo, Position: pos, LoadAvg: loadavg()}
-	if err := b.measureProxy(ctx, p, rr); err != nil {
-		rr.Error = err.Error()
-	}
-	if err := b.c.StopProxy(b.node); err != nil && rr.Error == "" {
-		rr.Error = err.Error()
-	}
-	if err := b.flush(ctx); err != nil && rr.Error == "" {
-		rr.Error = err.Error()
-	}
-	return rr
-}
-
-func (b *bench) measureProxy(ctx context.Context, p proxyCfg, rr *runResult) error {
-	if err := b.flush(ctx); err != nil {
-		return err
-	}
-	pid := 0
-	if p.Proxy != harness.ProxyNone {
-		b.c.Opts.Proxy, b.c.Opts.ProxyArgs = p.Proxy, p.Args
-		t0 := time.Now()
-		if err := b.c.StartProxy(ctx, b.node); err != nil {
-			return fmt.Errorf("start: %w", err)
-		}
-		var err error
-		if pid, err = proxyPid(b.c.State, b.node.Name); err != nil {
-			return err
-		}
-		if err := b.waitProgrammed(ctx, p, t0); err != nil {
-			return err
-		}
-		rr.ProgrammedS = round(time.Since(t0).Seconds(), 2)
-		logf("  programmed (target answers, %d Services in the kernel) %.1fs after start", b.bg.n+1, rr.ProgrammedS)
+// measure runs the loops of one site: its proxy running, the others stopped.
+func (b *bench) measure(ctx context.Context, st *site, rr *runResult) error {
+	b.freezeAllBut(st)
+	if st.pid != 0 {
 		tq := time.Now()
-		time.Sleep(b.cfg.Settle)
-		if err := waitIdle(pid, b.cfg.QuietCap); err != nil {
+		if err := waitIdle(st.pid, b.cfg.QuietCap); err != nil {
 			logf("  %v: measuring anyway", err)
 		}
 		rr.QuietS = round(time.Since(tq).Seconds(), 1)
+		if err := st.probe(st.vipAddr()); err != nil {
+			return fmt.Errorf("target VIP does not answer: %w", err)
+		}
 	}
 	targets := []string{targetVIP, targetPod}
-	if p.Proxy == harness.ProxyNone {
+	if st.p.Proxy == harness.ProxyNone {
 		targets = []string{targetPod}
 	}
 	for _, w := range b.cfg.Workers {
 		for _, t := range targets {
-			l, err := b.loop(ctx, t, w, pid)
+			l, err := b.loop(ctx, st, t, w)
 			if err != nil {
 				return fmt.Errorf("%s, %d workers: %w", t, w, err)
 			}
-			logf("  %-3s %d workers: %7.0f conns/s, connect p50 %.0fµs p99 %.0fµs, req/resp p50 %.0fµs p99 %.0fµs, %d errors, conntrack %d, proxy CPU %.2fs",
-				t, w, l.Rate, l.Connect.P50, l.Connect.P99, l.RR.P50, l.RR.P99, l.Errors, l.ConntrackAfter, l.ProxyCPUS)
+			logf("  %-3s %d workers: %7.0f conns/s, connect p50 %.0fµs p99 %.0fµs, req/resp p50 %.0fµs p99 %.0fµs, %d errors, conntrack %d (%s), proxy CPU %.2fs",
+				t, w, l.Rate, l.Connect.P50, l.Connect.P99, l.RR.P50, l.RR.P99, l.Errors, l.ConntrackAfter, l.ConntrackStats, l.ProxyCPUS)
 			rr.Loops = append(rr.Loops, l)
 		}
 	}
 	return nil
 }
 
-// waitProgrammed waits until the target VIP answers from the client pod and the kernel holds
-// every Service (target and background) with its endpoints.
-func (b *bench) waitProgrammed(ctx context.Context, p proxyCfg, t0 time.Time) error {
-	vips := append([]string{b.vip}, b.bg.vips...)
-	eps := append([]string{b.backend.Addr(serverPort)}, b.bg.eps...)
-	deadline := t0.Add(b.cfg.Cap)
-	answered := false
-	last := -1
-	for {
-		if !answered {
-			answered = b.probe(b.vipAddr()) == nil
+// waitAllProgrammed waits until, on every proxy's node, the target VIP answers from the
+// client pod and the kernel holds every Service (the targets and the background) with its
+// endpoints; it records each node's time from since, or why not within -cap.
+func (b *bench) waitAllProgrammed(ctx context.Context, since time.Time, sr *sizeResult) {
+	var vips, eps []string
+	for _, st := range b.sites {
+		vips = append(vips, st.vip)
+		eps = append(eps, st.backend.Addr(serverPort))
+	}
+	vips = append(vips, b.bg.vips...)
+	eps = append(eps, b.bg.eps...)
+	deadline := time.Now().Add(b.cfg.Cap)
+	pending := map[*site]bool{}
+	answered := map[*site]bool{}
+	lastMissing := map[*site]int{}
+	for _, st := range b.sites {
+		if st.pid != 0 && st.err == nil {
+			pending[st] = true
+			lastMissing[st] = -1
 		}
-		if answered {
-			tr := time.Now()
-			st, err := readState(ctx, b.node.Name, p.Kernel)
-			if err != nil {
-				return err
+	}
+	for len(pending) > 0 {
+		tr := time.Now()
+		for _, st := range b.sites {
+			if !pending[st] {
+				continue
 			}
-			last = missing(st, vips, eps)
-			if last == 0 {
-				return nil
+			if gone, err := b.c.ProxyExited(st.node); gone {
+				if err == nil {
+					err = errors.New("exit status 0")
+				}
+				st.err = fmt.Errorf("proxy exited: %w (log %s)", err, b.c.ProxyLog(st.node))
+			} else if !answered[st] {
+				answered[st] = st.probe(st.vipAddr()) == nil
 			}
-			// Whole-table reads are spaced by at least one read's duration.
-			time.Sleep(max(200*time.Millisecond, time.Since(tr)))
-		} else {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if gone, err := b.c.ProxyExited(b.node); gone {
-			if err == nil {
-				err = errors.New("exit status 0")
+			if answered[st] && st.err == nil {
+				t0 := time.Now()
+				state, err := readState(ctx, st.node.Name, st.p.Kernel)
+				if err != nil {
+					st.err = err
+				} else if lastMissing[st] = missing(state, vips, eps); lastMissing[st] == 0 {
+					// the read's midpoint
+					sr.Programmed[st.p.Name] = round((t0.Sub(since) + time.Since(t0)/2).Seconds(), 2)
+					logf("  %s (%s): programmed %.2fs after the last write (%d Services)", st.p.Name, st.node.Name, sr.Programmed[st.p.Name], len(vips))
+					delete(pending, st)
+				}
 			}
-			return fmt.Errorf("proxy exited: %w (log %s)", err, b.c.ProxyLog(b.node))
+			if st.err == nil && pending[st] && time.Now().After(deadline) {
+				st.err = fmt.Errorf("not programmed within %v (target answers: %v, missing VIPs+endpoints: %d)", b.cfg.Cap, answered[st], lastMissing[st])
+			}
+			if st.err != nil {
+				sr.NotProgrammed[st.p.Name] = st.err.Error()
+				logf("  %s (%s): %v", st.p.Name, st.node.Name, st.err)
+				delete(pending, st)
+			}
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not programmed within %v (target answers: %v, missing VIPs+endpoints: %d)", b.cfg.Cap, answered, last)
-		}
+		// Whole-table reads are spaced by at least one round of reads' duration.
+		time.Sleep(max(100*time.Millisecond, time.Since(tr)))
 	}
 }
 
@@ -477,24 +530,24 @@ func waitIdle(pid int, limit time.Duration) error {
 	return fmt.Errorf("proxy not idle after %v", limit)
 }
 
-// loop runs one closed loop from the client pod (a child process in its namespace) and adds
-// the node's conntrack figures and the proxy's CPU time during the loop.
-func (b *bench) loop(ctx context.Context, target string, workers, pid int) (loopResult, error) {
-	addr := b.backend.Addr(serverPort)
+// loop runs one closed loop from the site's client pod (a child process in its namespace)
+// and adds the node's conntrack figures and the proxy's CPU time during the loop.
+func (b *bench) loop(ctx context.Context, st *site, target string, workers int) (loopResult, error) {
+	addr := st.backend.Addr(serverPort)
 	if target == targetVIP {
-		addr = b.vipAddr()
+		addr = st.vipAddr()
 	}
-	if err := b.flushConntrack(ctx); err != nil {
+	if err := b.flushConntrack(ctx, st); err != nil {
 		return loopResult{}, err
 	}
-	statsBefore, _ := b.conntrackStats(ctx)
+	statsBefore, _ := conntrackStats(ctx, st.node.Name)
 	var cpu0 float64
-	if pid != 0 {
-		cpu0, _ = readCPU(pid)
+	if st.pid != 0 {
+		cpu0, _ = readCPU(st.pid)
 	}
 	lctx, cancel := context.WithTimeout(ctx, b.cfg.Warmup+b.cfg.Duration+b.cfg.Timeout+30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(lctx, "nsenter", "--net="+harness.NetnsPath(b.client.Name), "--",
+	cmd := exec.CommandContext(lctx, "nsenter", "--net="+harness.NetnsPath(st.client.Name), "--",
 		b.cfg.Self, "-client", addr, "-client-workers", strconv.Itoa(workers),
 		"-duration", b.cfg.Duration.String(), "-warmup", b.cfg.Warmup.String(), "-timeout", b.cfg.Timeout.String())
 	// No asynchronous preemption: its signals would interrupt the blocking connect() calls.
@@ -509,15 +562,15 @@ func (b *bench) loop(ctx context.Context, target string, workers, pid int) (loop
 		return l, fmt.Errorf("client output %q: %w", stdout.String(), err)
 	}
 	l.Target = target
-	if pid != 0 {
-		if cpu1, err := readCPU(pid); err == nil {
+	if st.pid != 0 {
+		if cpu1, err := readCPU(st.pid); err == nil {
 			l.ProxyCPUS = round(cpu1-cpu0, 2)
 		}
 	}
-	if out, err := harness.Exec(ctx, b.node.Name, "cat", "/proc/sys/net/netfilter/nf_conntrack_count"); err == nil {
+	if out, err := harness.Exec(ctx, st.node.Name, "cat", "/proc/sys/net/netfilter/nf_conntrack_count"); err == nil {
 		l.ConntrackAfter, _ = strconv.Atoi(strings.TrimSpace(out))
 	}
-	if statsAfter, err := b.conntrackStats(ctx); err == nil {
+	if statsAfter, err := conntrackStats(ctx, st.node.Name); err == nil {
 		var parts []string
 		for _, k := range []string{"insert_failed", "drop", "early_drop", "invalid"} {
 			parts = append(parts, fmt.Sprintf("%s=%d", k, statsAfter[k]-statsBefore[k]))
@@ -531,8 +584,8 @@ func (b *bench) loop(ctx context.Context, target string, workers, pid int) (loop
 }
 
 // conntrackStats sums conntrack -S's per-CPU counters in the node.
-func (b *bench) conntrackStats(ctx context.Context) (map[string]int64, error) {
-	out, err := harness.Exec(ctx, b.node.Name, "conntrack", "-S")
+func conntrackStats(ctx context.Context, node string) (map[string]int64, error) {
+	out, err := harness.Exec(ctx, node, "conntrack", "-S")
 	if err != nil {
 		return nil, err
 	}

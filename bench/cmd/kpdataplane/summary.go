@@ -74,7 +74,7 @@ const noProxy = "no proxy"
 type figure struct {
 	Target  string `json:"target"`
 	Workers int    `json:"workers"`
-	Metric  string `json:"metric"` // rate, connect.p50, connect.p99, rr.p50, rr.p99
+	Metric  string `json:"metric"` // rate, connect.p50, connect.p99, rr.p50, rr.p99, first.p50, first.p99
 }
 
 func (f figure) label() string {
@@ -91,6 +91,8 @@ func (f figure) label() string {
 		return fmt.Sprintf("%s: new connections, %s", t, w)
 	case "connect.p50", "connect.p99":
 		return fmt.Sprintf("%s: connect() %s, %s", t, strings.TrimPrefix(f.Metric, "connect."), w)
+	case "first.p50", "first.p99":
+		return fmt.Sprintf("%s: connect + first request/response %s, %s", t, strings.TrimPrefix(f.Metric, "first."), w)
 	default:
 		return fmt.Sprintf("%s: first request/response %s, %s", t, strings.TrimPrefix(f.Metric, "rr."), w)
 	}
@@ -111,7 +113,7 @@ func figures(workers []int) []figure {
 			out = append(out, figure{t, w, "rate"})
 		}
 		for _, w := range workers {
-			for _, m := range []string{"connect.p50", "connect.p99", "rr.p50", "rr.p99"} {
+			for _, m := range []string{"connect.p50", "connect.p99", "rr.p50", "rr.p99", "first.p50", "first.p99"} {
 				out = append(out, figure{t, w, m})
 			}
 		}
@@ -136,6 +138,10 @@ func (r *runResult) value(f figure) (float64, bool) {
 			return l.RR.P50, true
 		case "rr.p99":
 			return l.RR.P99, true
+		case "first.p50":
+			return l.First.P50, true
+		case "first.p99":
+			return l.First.P99, true
 		}
 	}
 	return 0, false
@@ -311,22 +317,20 @@ func printTable(w *strings.Builder, rows []summaryRow, proxyNames []string) {
 
 // printRuns writes every loop of every run: the rounds behind the medians.
 func printRuns(w *strings.Builder, runs []*runResult) {
-	fmt.Fprintln(w, "| round | # | proxy | start → programmed | target | workers | conns/s | connect p50 / p99 µs | first req/resp p50 / p99 µs | errors | conntrack after | proxy CPU s |")
-	fmt.Fprintln(w, "| ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(w, "| round | # | proxy | target | workers | conns/s | connect p50 / p99 µs | first req/resp p50 / p99 µs | connect + req/resp p50 / p99 µs | errors | conntrack after | proxy CPU s | load average |")
+	fmt.Fprintln(w, "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 	for _, r := range runs {
-		prog := "–"
-		if r.ProgrammedS > 0 {
-			prog = fmt.Sprintf("%.1f s", r.ProgrammedS)
-		}
+		load, _, _ := strings.Cut(r.LoadAvg, " ")
 		if r.Error != "" {
-			fmt.Fprintf(w, "| %d | %d | %s | %s | error: %s | | | | | | | |\n", r.Round, r.Position, r.Proxy, prog, strings.ReplaceAll(r.Error, "|", "/"))
+			fmt.Fprintf(w, "| %d | %d | %s | error: %s | | | | | | | | | %s |\n", r.Round, r.Position, r.Proxy, strings.ReplaceAll(r.Error, "|", "/"), load)
 			continue
 		}
 		for _, l := range r.Loops {
-			fmt.Fprintf(w, "| %d | %d | %s | %s | %s | %d | %.0f | %s / %s | %s / %s | %d | %d | %.2f |\n",
-				r.Round, r.Position, r.Proxy, prog, l.Target, l.Workers, l.Rate,
+			fmt.Fprintf(w, "| %d | %d | %s | %s | %d | %.0f | %s / %s | %s / %s | %s / %s | %d | %d | %.2f | %s |\n",
+				r.Round, r.Position, r.Proxy, l.Target, l.Workers, l.Rate,
 				fmtValue(l.Connect.P50, true), fmtValue(l.Connect.P99, true),
-				fmtValue(l.RR.P50, true), fmtValue(l.RR.P99, true), l.Errors, l.ConntrackAfter, l.ProxyCPUS)
+				fmtValue(l.RR.P50, true), fmtValue(l.RR.P99, true),
+				fmtValue(l.First.P50, true), fmtValue(l.First.P99, true), l.Errors, l.ConntrackAfter, l.ProxyCPUS, load)
 		}
 	}
 }

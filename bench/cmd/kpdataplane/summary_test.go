@@ -53,7 +53,7 @@ func TestMedian(t *testing.T) {
 
 func loop(target string, w int, rate, c50, c99, r50, r99 float64) loopResult {
 	return loopResult{Target: target, Workers: w, Conns: 100, Rate: rate,
-		Connect: dist{P50: c50, P99: c99}, RR: dist{P50: r50, P99: r99}}
+		Connect: dist{P50: c50, P99: c99}, RR: dist{P50: r50, P99: r99}, First: dist{P50: c50 + r50, P99: c99 + r99}}
 }
 
 // Two rounds of kproxy, one upstream and the no-proxy limit.
@@ -72,7 +72,7 @@ func testRuns() []*runResult {
 func TestSummarise(t *testing.T) {
 	names := []string{"kproxy", "kube-proxy iptables", noProxy}
 	rows := summarise(testRuns(), names, []int{1})
-	if len(rows) != 10 { // 2 targets × (1 rate + 4 latencies)
+	if len(rows) != 14 { // 2 targets × (1 rate + 6 latencies)
 		t.Fatalf("%d rows", len(rows))
 	}
 	r := rows[0]
@@ -97,7 +97,11 @@ func TestSummarise(t *testing.T) {
 	if c.Figure.Metric != "connect.p50" || c.Median["kproxy"] != 55 || c.Ratio["kube-proxy iptables"] != 0.55 || c.Limit != 25 {
 		t.Errorf("connect p50 row %+v", c)
 	}
-	p := rows[5] // pod IP rate
+	f := rows[5] // VIP connect + first request/response p50: 70 and 80
+	if f.Figure.Metric != "first.p50" || f.Median["kproxy"] != 75 || f.Label != "VIP: connect + first request/response p50, 1 worker" {
+		t.Errorf("first p50 row %+v", f)
+	}
+	p := rows[7] // pod IP rate
 	if p.Figure != (figure{targetPod, 1, "rate"}) || p.Median["kproxy"] != 1200 || p.Median[noProxy] != 2500 {
 		t.Errorf("pod row %+v", p)
 	}
@@ -108,7 +112,7 @@ func TestPrintTable(t *testing.T) {
 	var b strings.Builder
 	printTable(&b, summarise(testRuns(), names, []int{1}), names)
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if len(lines) != 12 {
+	if len(lines) != 16 {
 		t.Fatalf("%d lines:\n%s", len(lines), b.String())
 	}
 	wantHdr := "| figure | unit | kproxy | kube-proxy iptables | kproxy / kube-proxy iptables | limit: pod IP, no proxy | kproxy / limit |"
