@@ -153,6 +153,7 @@ type results struct {
 	Versions map[string]string `json:"versions"`
 	Proxies  []proxyCfg        `json:"proxies"`
 	Sizes    []*sizeResult     `json:"sizes"`
+	Error    string            `json:"error,omitempty"`
 }
 
 // sizeResult is one background size: every run and the summary.
@@ -280,7 +281,10 @@ func run(cfg config) error {
 			return err
 		}
 		if err := b.bg.grow(ctx, cs, size, cfg.E, cfg.LoadWorkers); err != nil {
-			return fmt.Errorf("background load to %d: %w", size, err)
+			// Keep what the smaller sizes measured.
+			res.Error = fmt.Sprintf("background load to %d: %v", size, err)
+			logf("%s", res.Error)
+			break
 		}
 		tLast := time.Now()
 		sr.LoadS = round(tLast.Sub(tl).Seconds(), 1)
@@ -317,7 +321,13 @@ func run(cfg config) error {
 	if lb, err := os.ReadFile("/proc/loadavg"); err == nil {
 		res.Machine["loadavgAtEnd"] = strings.TrimSpace(string(lb))
 	}
-	return writeResults(cfg, res)
+	if err := writeResults(cfg, res); err != nil {
+		return err
+	}
+	if res.Error != "" {
+		return errors.New(res.Error)
+	}
+	return nil
 }
 
 // writeSection prints one size's table and its runs.
@@ -783,5 +793,8 @@ func writeMarkdown(w *strings.Builder, res *results) {
 	fmt.Fprintf(w, "\nConfiguration: `%s`\n", cfgJSON)
 	for _, sr := range res.Sizes {
 		writeSection(w, sr, names)
+	}
+	if res.Error != "" {
+		fmt.Fprintf(w, "\nThe run stopped early: %s\n", res.Error)
 	}
 }
