@@ -222,7 +222,9 @@ func guestFlags(cfg config) []string {
 	return []string{"-kproxy-base-bin", base, "-n", strings.Join(ns, ","), "-e", strconv.Itoa(cfg.E), "-rounds", strconv.Itoa(cfg.Rounds),
 		"-changes", strconv.Itoa(cfg.Changes), "-spacing", cfg.Spacing.String(), "-cap", cfg.Cap.String(),
 		"-settle", cfg.Settle.String(), "-poll-gap", cfg.Gap.String(), "-bulk-poll-gap", cfg.BulkGap.String(),
-		"-floors=" + strconv.FormatBool(cfg.Floors), "-only", cfg.Only, "-dump-dir", cfg.DumpDir, "-quiet-cap", cfg.QuietCap.String()}
+		"-floors=" + strconv.FormatBool(cfg.Floors), "-only", cfg.Only, "-dump-dir", cfg.DumpDir, "-quiet-cap", cfg.QuietCap.String(),
+		"-churn-rate", strconv.FormatFloat(cfg.ChurnRate, 'f', -1, 64), "-churn-duration", cfg.ChurnDuration.String(),
+		"-churn-sample", strconv.Itoa(cfg.ChurnSample)}
 }
 
 // copyAs copies the executable src to dst and returns dst.
@@ -343,6 +345,19 @@ func (s *ctlServer) mux() *http.ServeMux {
 			return nil, fmt.Errorf("no service %d", in.I)
 		}
 		return struct{}{}, changeEndpoint(ctx, s.cs, s.svcs[in.I], in.Addr)
+	})
+	handle("/churn", func(ctx context.Context, body []byte) (any, error) {
+		var in struct {
+			Rate, DurationS float64
+			Stride          int
+		}
+		if err := json.Unmarshal(body, &in); err != nil {
+			return nil, err
+		}
+		lags, err := hostChurn(ctx, s.cs, s.svcs, in.Rate, time.Duration(in.DurationS*float64(time.Second)), max(in.Stride, 1))
+		return struct {
+			LagsMs []float64 `json:"lagsMs"`
+		}{lags}, err
 	})
 	handle("/delete", func(ctx context.Context, _ []byte) (any, error) {
 		t0 := time.Now()

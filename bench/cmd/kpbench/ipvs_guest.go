@@ -607,6 +607,23 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 		return err
 	}
 
+	// 3b. Churn (ipvs_churn.go).
+	if cfg.ChurnRate > 0 && cfg.ChurnDuration > 0 {
+		if ph, err = beginPhase(g.pid()); err != nil {
+			return err
+		}
+		if err := guestChurn(cfg, ctl, h, svcs, ps, rr); err != nil {
+			return err
+		}
+		time.Sleep(cfg.Settle)
+		if err := ph.end(rr, "churn"); err != nil {
+			return err
+		}
+		f := rr.Figures
+		logf("guest:   churn: %.0f writes at %.1f/s, p50 %.0fms p99 %.0fms, kept up %v, drain %.2fs",
+			f["churn.writes"], f["churn.rate_per_s"], f["churn.p50_ms"], f["churn.p99_ms"], f["churn.kept_up"] == 1, f["churn.drain_s"])
+	}
+
 	// 4. Bulk delete.
 	if ph, err = beginPhase(g.pid()); err != nil {
 		return err
