@@ -165,6 +165,11 @@ func runIPVS(cfg config) error {
 	for _, f := range append(files, kc) {
 		args = append(args, "-f", f)
 	}
+	for _, kv := range strings.Split(cfg.VMEnv, ",") {
+		if kv != "" {
+			args = append(args, "-e", kv) // the guest's environment, which the proxies inherit
+		}
+	}
 	args = append(args, self, "-ipvs-guest")
 	args = append(args, guestFlags(cfg)...)
 	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(), "e2e", "vm", "run-test.sh"), args...)
