@@ -507,6 +507,12 @@ func machine() map[string]any {
 	if nice, err := readNice(); err == nil {
 		m["nice"] = nice
 	}
+	// What else was running (the machine is shared): the busiest processes by CPU share
+	// over their lifetime. Absent where ps lacks these options (busybox in the VM).
+	if out, err := exec.Command("ps", "-eo", "pcpu,ni,etime,comm", "--sort=-pcpu").Output(); err == nil {
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		m["busiestProcessesAtStart"] = lines[:min(len(lines), 9)]
+	}
 	return m
 }
 
