@@ -107,3 +107,22 @@ func missing(st state, vips, eps []string) int {
 	}
 	return n
 }
+
+// positionIn finds the rule of vip among the -A KUBE-SERVICES rules of iptables -S output:
+// "k/n", or "-/n" when it is not there.
+func positionIn(out, vip string) string {
+	n, k := 0, 0
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, "-A KUBE-SERVICES ") {
+			continue
+		}
+		n++
+		if k == 0 && strings.HasPrefix(l, "-A KUBE-SERVICES -d "+vip+"/32 ") {
+			k = n
+		}
+	}
+	if k == 0 {
+		return fmt.Sprintf("-/%d", n)
+	}
+	return fmt.Sprintf("%d/%d", k, n)
+}

@@ -86,6 +86,9 @@ type loopResult struct {
 	ConntrackAfter int     `json:"conntrackEntriesAfter"`
 	ConntrackStats string  `json:"conntrackStatsDelta,omitempty"`
 	ProxyCPUS      float64 `json:"proxyCPUSecondsDuringLoop"`
+	// RulePosition (iptables kernels, VIP loops): the target's rule in KUBE-SERVICES before
+	// and after the loop, "k/n → k/n".
+	RulePosition string `json:"kubeServicesRulePosition,omitempty"`
 }
 
 // errShort is a response of the wrong size or content.

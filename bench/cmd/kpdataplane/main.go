@@ -66,6 +66,8 @@ type config struct {
 	Prefix                    string
 	KProxyBin, K8sBin         string
 	EchoBin, ResultsDir, Only string
+	TargetNS, TargetName      string
+	What                      string
 	Self                      string
 }
 
@@ -90,6 +92,9 @@ func main() {
 	fs.StringVar(&cfg.K8sBin, "k8s-bin", os.Getenv("KPROXY_K8S_BIN"), "directory with kube-apiserver, etcd, kube-proxy (default: e2e/tools/build-k8s.sh's)")
 	fs.StringVar(&cfg.EchoBin, "echo-bin", filepath.Join(repo, "bin", "echo"), "e2e echo binary (the harness's pods run it)")
 	fs.StringVar(&cfg.ResultsDir, "results", filepath.Join(repo, "bench", "results"), "where <UTC date>-dataplane.json and .md go; - for none")
+	fs.StringVar(&cfg.TargetNS, "target-ns", "dp", "namespace of the target Services")
+	fs.StringVar(&cfg.TargetName, "target-name", "target", "name of the target Services (+ \"-<node>\"); kproxy orders KUBE-SERVICES by namespace/name, so with -target-ns bg -target-name svc-05000-t the target's rule sits in the middle of 10,000")
+	fs.StringVar(&cfg.What, "what", "dataplane", "results file name after the date")
 	fs.StringVar(&cfg.Only, "only", "", "comma-separated subset of: kproxy, kube-proxy iptables, kube-proxy nftables, no proxy")
 	// The halves that run in the pods.
 	serveAddr := fs.String("serve", "", "internal: run the 1-byte echo server on this address")
@@ -240,7 +245,7 @@ func run(cfg config) error {
 		Config: map[string]any{"backgroundServices": cfg.Sizes, "endpointsPerService": cfg.E, "rounds": cfg.Rounds,
 			"workers": cfg.Workers, "duration": cfg.Duration.String(), "warmup": cfg.Warmup.String(),
 			"timeout": cfg.Timeout.String(), "settle": cfg.Settle.String(), "quietCap": cfg.QuietCap.String(),
-			"close": "SO_LINGER 0 (RST, no TIME_WAIT)", "prefix": cfg.Prefix, "nodes": len(sel), "podsPerNode": 2,
+			"close": "SO_LINGER 0 (RST, no TIME_WAIT)", "target": cfg.TargetNS + "/" + cfg.TargetName + "-<node>", "prefix": cfg.Prefix, "nodes": len(sel), "podsPerNode": 2,
 			"sandbox": "one for the whole run, one node per proxy (its own client and backend pods and target Service); every proxy runs from the start and programs the background as it grows; while one node is measured the other proxies are stopped (SIGSTOP); conntrack of the node flushed before each loop"},
 		Versions: versions(cfg), Proxies: sel,
 	}
@@ -361,13 +366,13 @@ func (b *bench) setup(ctx context.Context, sel []proxyCfg) error {
 			return err
 		}
 	}
-	for _, ns := range []string{bgNS, targetNS} {
+	for _, ns := range []string{bgNS, b.cfg.TargetNS} {
 		if err := b.c.EnsureNamespace(ctx, ns); err != nil {
 			return err
 		}
 	}
 	for _, st := range b.sites {
-		vip, err := createService(ctx, b.c.Client, targetNS, "target-"+st.node.Name, serverPort, []string{st.backend.IP.String()})
+		vip, err := createService(ctx, b.c.Client, b.cfg.TargetNS, b.cfg.TargetName+"-"+st.node.Name, serverPort, []string{st.backend.IP.String()})
 		if err != nil {
 			return err
 		}
@@ -551,6 +556,10 @@ func (b *bench) loop(ctx context.Context, st *site, target string, workers int) 
 		return loopResult{}, err
 	}
 	statsBefore, _ := conntrackStats(ctx, st.node.Name)
+	posBefore := ""
+	if target == targetVIP && st.p.Kernel == kernelIPTables {
+		posBefore = rulePosition(ctx, st.node.Name, st.vip)
+	}
 	var cpu0 float64
 	if st.pid != 0 {
 		cpu0, _ = readCPU(st.pid)
@@ -572,6 +581,9 @@ func (b *bench) loop(ctx context.Context, st *site, target string, workers int) 
 		return l, fmt.Errorf("client output %q: %w", stdout.String(), err)
 	}
 	l.Target = target
+	if posBefore != "" {
+		l.RulePosition = posBefore + " → " + rulePosition(ctx, st.node.Name, st.vip)
+	}
 	if st.pid != 0 {
 		if cpu1, err := readCPU(st.pid); err == nil {
 			l.ProxyCPUS = round(cpu1-cpu0, 2)
@@ -591,6 +603,16 @@ func (b *bench) loop(ctx context.Context, st *site, target string, workers int) 
 		return l, fmt.Errorf("no connection completed (%d errors, first: %s)", l.Errors, l.FirstErr)
 	}
 	return l, nil
+}
+
+// rulePosition is "k/n": the target VIP's rule is the k-th of the n rules of KUBE-SERVICES
+// (iptables walks them in order for the first packet of every connection).
+func rulePosition(ctx context.Context, node, vip string) string {
+	out, err := harness.Exec(ctx, node, "iptables", "-w", "-t", "nat", "-S", "KUBE-SERVICES")
+	if err != nil {
+		return "?"
+	}
+	return positionIn(out, vip)
 }
 
 // conntrackStats sums conntrack -S's per-CPU counters in the node.
@@ -751,7 +773,7 @@ func writeResults(cfg config, res *results) error {
 	if err := os.MkdirAll(cfg.ResultsDir, 0o755); err != nil {
 		return err
 	}
-	base := filepath.Join(cfg.ResultsDir, time.Now().UTC().Format("2006-01-02")+"-dataplane")
+	base := filepath.Join(cfg.ResultsDir, time.Now().UTC().Format("2006-01-02")+"-"+cfg.What)
 	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err

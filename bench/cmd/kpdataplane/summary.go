@@ -317,20 +317,20 @@ func printTable(w *strings.Builder, rows []summaryRow, proxyNames []string) {
 
 // printRuns writes every loop of every run: the rounds behind the medians.
 func printRuns(w *strings.Builder, runs []*runResult) {
-	fmt.Fprintln(w, "| round | # | proxy | target | workers | conns/s | connect p50 / p99 µs | first req/resp p50 / p99 µs | connect + req/resp p50 / p99 µs | errors | conntrack after | proxy CPU s | load average |")
-	fmt.Fprintln(w, "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+	fmt.Fprintln(w, "| round | # | proxy | target | workers | conns/s | connect p50 / p99 µs | first req/resp p50 / p99 µs | connect + req/resp p50 / p99 µs | errors | conntrack after | proxy CPU s | target rule in KUBE-SERVICES | load average |")
+	fmt.Fprintln(w, "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
 	for _, r := range runs {
 		load, _, _ := strings.Cut(r.LoadAvg, " ")
 		if r.Error != "" {
-			fmt.Fprintf(w, "| %d | %d | %s | error: %s | | | | | | | | | %s |\n", r.Round, r.Position, r.Proxy, strings.ReplaceAll(r.Error, "|", "/"), load)
+			fmt.Fprintf(w, "| %d | %d | %s | error: %s | | | | | | | | | | %s |\n", r.Round, r.Position, r.Proxy, strings.ReplaceAll(r.Error, "|", "/"), load)
 			continue
 		}
 		for _, l := range r.Loops {
-			fmt.Fprintf(w, "| %d | %d | %s | %s | %d | %.0f | %s / %s | %s / %s | %s / %s | %d | %d | %.2f | %s |\n",
+			fmt.Fprintf(w, "| %d | %d | %s | %s | %d | %.0f | %s / %s | %s / %s | %s / %s | %d | %d | %.2f | %s | %s |\n",
 				r.Round, r.Position, r.Proxy, l.Target, l.Workers, l.Rate,
 				fmtValue(l.Connect.P50, true), fmtValue(l.Connect.P99, true),
 				fmtValue(l.RR.P50, true), fmtValue(l.RR.P99, true),
-				fmtValue(l.First.P50, true), fmtValue(l.First.P99, true), l.Errors, l.ConntrackAfter, l.ProxyCPUS, load)
+				fmtValue(l.First.P50, true), fmtValue(l.First.P99, true), l.Errors, l.ConntrackAfter, l.ProxyCPUS, l.RulePosition, load)
 		}
 	}
 }

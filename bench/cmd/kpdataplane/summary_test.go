@@ -171,3 +171,17 @@ func TestParseInts(t *testing.T) {
 		t.Error("0 workers accepted")
 	}
 }
+
+func TestPositionIn(t *testing.T) {
+	out := `-N KUBE-SERVICES
+-A KUBE-SERVICES -d 100.100.0.1/32 -p tcp -m tcp --dport 443 -j KUBE-SVC-A
+-A KUBE-SERVICES -d 100.100.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-B
+-A KUBE-SERVICES -d 100.100.0.100/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-C
+-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+`
+	for vip, want := range map[string]string{"100.100.0.10": "2/4", "100.100.0.100": "3/4", "100.100.0.1": "1/4", "100.100.0.2": "-/4"} {
+		if got := positionIn(out, vip); got != want {
+			t.Errorf("%s: %s, want %s", vip, got, want)
+		}
+	}
+}
