@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -72,10 +74,40 @@ func selectIPVSProxies(only string, base bool) []proxyCfg {
 	return out
 }
 
+// guestProfiling is -profile-cold > 0: kproxy runs with --profiling.
+var guestProfiling bool
+
 func guestProxyArgs(p proxyCfg) []string {
-	return append(append([]string(nil), p.Args...), "--kubeconfig="+guestKubeconf, "--hostname-override="+guestNode,
+	args := append(append([]string(nil), p.Args...), "--kubeconfig="+guestKubeconf, "--hostname-override="+guestNode,
 		"--cluster-cidr=100.64.0.0/16", "--healthz-bind-address=0.0.0.0:10256",
 		"--metrics-bind-address=127.0.0.1:10249", "-v=2")
+	if guestProfiling && strings.HasPrefix(p.Name, "kproxy") {
+		args = append(args, "--profiling")
+	}
+	return args
+}
+
+// profileCold takes a CPU profile of the proxy (kproxy --profiling) for d, starting at
+// after, and posts it to the host's dump directory base64-encoded as name.
+func profileCold(ctl *ctlClient, after, d time.Duration, name string) {
+	time.Sleep(after)
+	hc := &http.Client{Timeout: d + time.Minute}
+	resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:10249/debug/pprof/profile?seconds=%d", int(d.Seconds())))
+	if err != nil {
+		logf("guest: profile: %v", err)
+		return
+	}
+	b, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		logf("guest: profile: %d %v", resp.StatusCode, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := ctl.call(ctx, "/log", map[string]string{"name": name, "log": base64.StdEncoding.EncodeToString(b)}, nil); err != nil {
+		logf("guest: post profile: %v", err)
+	}
 }
 
 // guestReport is what the guest posts to the host at the end.
@@ -123,6 +155,7 @@ func ipvsGuest(cfg config) error {
 	if os.Getenv("KPROXY_IN_VM") != "1" {
 		return fmt.Errorf("-ipvs-guest runs inside the VM only (e2e/vm/run-test.sh); use -mode ipvs")
 	}
+	guestProfiling = cfg.ProfileCold > 0
 	ctl := &ctlClient{hc: &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 2}}}
 	rep := &guestReport{Kernel: readTrim("/proc/sys/kernel/osrelease"), Versions: map[string]string{}}
 	tools := map[string][]string{"kproxy": {"/kproxy/kproxy", "--version"}, "kube-proxy": {"/kproxy/kube-proxy", "--version"},
@@ -534,7 +567,14 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 	}
 	healthy := make(chan error, 1)
 	go func() { healthy <- g.waitHealthy(cfg.Cap) }()
+	var profiled sync.WaitGroup
+	if guestProfiling && strings.HasPrefix(p.Name, "kproxy") {
+		profiled.Go(func() {
+			profileCold(ctl, 6*time.Second, cfg.ProfileCold, fmt.Sprintf("%s-cold-n%d.pprof.b64", strings.ReplaceAll(p.Name, " ", "-"), cfg.N))
+		})
+	}
 	res, err = pollIPVS(cfg.Gap, cfg.Cap, &ps.full, func() bool { return true }, allIn)
+	profiled.Wait()
 	if herr := <-healthy; herr != nil {
 		return fmt.Errorf("cold restart: %w", herr)
 	}

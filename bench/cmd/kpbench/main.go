@@ -73,11 +73,13 @@ type config struct {
 	DumpDir                        string
 	PlotWith                       string
 	// -mode ipvs (ipvs.go): the VM's memory and timeout
-	Mode      string
-	VMMem     string
-	VMEnv     string
-	VMTimeout time.Duration
-	QuietCap  time.Duration
+	Mode  string
+	VMMem string
+	VMEnv string
+	// ProfileCold: -mode ipvs, a CPU profile of kproxy this long in the cold restart
+	ProfileCold time.Duration
+	VMTimeout   time.Duration
+	QuietCap    time.Duration
 }
 
 // sectionCfg is one N on one backend: a comparison of its own.
@@ -119,6 +121,7 @@ func main() {
 	flag.StringVar(&cfg.PlotWith, "plot-with", "", "comma-separated earlier kpbench JSON files whose sections the plot also shows")
 	flag.StringVar(&cfg.Mode, "mode", "iptables", "iptables: kproxy against kube-proxy iptables and nftables on the host; ipvs: kproxy against kube-proxy ipvs in the IPVS VM (e2e/vm)")
 	flag.StringVar(&cfg.VMMem, "vm-mem", "3G", "-mode ipvs: the VM's memory (qemu -m)")
+	flag.DurationVar(&cfg.ProfileCold, "profile-cold", 0, "-mode ipvs: run kproxy with --profiling and take a CPU profile this long, 6 s into the cold restart (into -dump-dir, base64)")
 	flag.StringVar(&cfg.VMEnv, "vm-env", "", "-mode ipvs: KEY=VALUE,... for the guest's environment, which the proxies inherit (e.g. GODEBUG=gctrace=1)")
 	flag.DurationVar(&cfg.VMTimeout, "vm-timeout", 90*time.Minute, "-mode ipvs: longest the whole VM run may take")
 	flag.DurationVar(&cfg.QuietCap, "quiet-cap", 2*time.Minute, "-mode ipvs: longest wait for the state to stop changing before the restart with the state kept")
