@@ -229,7 +229,7 @@ func guestFlags(cfg config) []string {
 		"-settle", cfg.Settle.String(), "-poll-gap", cfg.Gap.String(), "-bulk-poll-gap", cfg.BulkGap.String(),
 		"-floors=" + strconv.FormatBool(cfg.Floors), "-only", cfg.Only, "-dump-dir", cfg.DumpDir, "-quiet-cap", cfg.QuietCap.String(),
 		"-churn-rate", strconv.FormatFloat(cfg.ChurnRate, 'f', -1, 64), "-churn-duration", cfg.ChurnDuration.String(),
-		"-churn-sample", strconv.Itoa(cfg.ChurnSample), "-profile-cold", cfg.ProfileCold.String()}
+		"-churn-sample", strconv.Itoa(cfg.ChurnSample), "-profile-cold", cfg.ProfileCold.String(), "-cold-wait", cfg.ColdWait.String()}
 }
 
 // copyAs copies the executable src to dst and returns dst.

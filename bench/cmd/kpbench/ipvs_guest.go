@@ -561,6 +561,12 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 	if err := flushIPVSNode(); err != nil {
 		return err
 	}
+	if cfg.ColdWait > 0 {
+		// the kernel frees deleted real servers from its trash list only after
+		// IP_VS_DEST_TRASH_PERIOD, and every add walks that list first
+		logf("guest:   waiting %v after the flush", cfg.ColdWait)
+		time.Sleep(cfg.ColdWait)
+	}
 	tStart = time.Now()
 	if g, err = startGuestProxy(p, log); err != nil {
 		return err
