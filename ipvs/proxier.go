@@ -232,10 +232,14 @@ func (p *Proxier) listVirtualServers(ctx context.Context) (map[VSKey]VirtualServ
 	return have, nil
 }
 
-func (p *Proxier) recordIPVS(plan Plan, sync *ipvsSync, st *SyncStats) {
-	s := sync.stats
+// addTo copies what an IPVS reconcile wrote into the sync's stats.
+func (s ipvsStats) addTo(st *SyncStats) {
 	st.VSAdded, st.VSUpdated, st.VSDeleted = s.VSAdded, s.VSUpdated, s.VSDeleted
 	st.RSAdded, st.RSUpdated, st.RSDeleted, st.Draining = s.RSAdded, s.RSUpdated, s.RSDeleted, s.Draining
+}
+
+func (p *Proxier) recordIPVS(plan Plan, sync *ipvsSync, st *SyncStats) {
+	sync.stats.addTo(st)
 	planned := make(map[VSKey]bool, len(plan.VirtualServers))
 	for _, vs := range plan.VirtualServers {
 		planned[vs.VSKey] = true
@@ -367,9 +371,7 @@ func (p *Proxier) applyDelta(ctx context.Context, plan Plan, st SyncStats) (Sync
 	sync := &ipvsSync{ipvs: p.w.IPVS, cfg: p.cfg, draining: map[VSKey]bool{},
 		inspect: func(PlannedVS) bool { return true }}
 	sync.ensureVirtualServers(ctx, sub, have)
-	s := sync.stats
-	st.VSAdded, st.VSUpdated, st.VSDeleted = s.VSAdded, s.VSUpdated, s.VSDeleted
-	st.RSAdded, st.RSUpdated, st.RSDeleted, st.Draining = s.RSAdded, s.RSUpdated, s.RSDeleted, s.Draining
+	sync.stats.addTo(&st)
 	p.draining = sync.draining // p.planned stays: the same virtual servers
 	return st, errors.Join(sync.errs...)
 }
