@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/kproxy/kproxy/bench/internal/kstate"
+	"github.com/kproxy/kproxy/bench/internal/stats"
 )
 
 // Churn: -churn-rate single-endpoint changes per second for -churn-duration, round-robin over
@@ -47,7 +50,7 @@ type churnChange struct {
 	superseded  bool
 }
 
-func runChurn(ctx context.Context, cfg config, cs kubernetes.Interface, node, kind string, probe *endpointProbe,
+func runChurn(ctx context.Context, cfg config, cs kubernetes.Interface, node string, kind kstate.Kind, probe *endpointProbe,
 	svcs []*benchService, ps *probeStats, rr *runResult) error {
 	total := int(cfg.ChurnRate * cfg.ChurnDuration.Seconds())
 	if total <= 0 {
@@ -171,7 +174,7 @@ func runChurn(ctx context.Context, cfg config, cs kubernetes.Interface, node, ki
 	}
 
 	// Drain: the whole final state in the kernel.
-	res, err := pollUntil(ctx, node, kind, cfg.Gap, cfg.Cap, &ps.full, func(st state) bool { return programmed(st, svcs) == len(svcs) })
+	res, err := pollUntil(ctx, node, kind, cfg.Gap, cfg.Cap, &ps.full, func(st kstate.State) bool { return programmed(st, svcs) == len(svcs) })
 	// Let the poller see the last tracked changes (they are in the kernel now) before stopping it.
 	for i := 0; i < 200 && err == nil && !res.Capped && trackedPending(&mu, changes, cfg.ChurnSample) > 0; i++ {
 		time.Sleep(25 * time.Millisecond)
@@ -232,18 +235,18 @@ func summariseChurn(cfg config, changes []*churnChange, start, lastWrite time.Ti
 	}
 	rr.ChurnLatenciesMs = lat
 	rr.Figures["churn.writes"] = float64(len(changes))
-	rr.Figures["churn.rate_per_s"] = round(float64(len(changes))/phase.Seconds(), 1)
-	rr.Figures["churn.write_lag_p99_ms"] = round(percentile(lags, 99), 1)
+	rr.Figures["churn.rate_per_s"] = stats.Round(float64(len(changes))/phase.Seconds(), 1)
+	rr.Figures["churn.write_lag_p99_ms"] = stats.Round(stats.Percentile(lags, 99), 1)
 	rr.Figures["churn.tracked"] = float64(len(lat))
 	rr.Figures["churn.superseded"] = float64(superseded)
-	rr.Figures["churn.p50_ms"] = round(percentile(lat, 50), 1)
-	rr.Figures["churn.p99_ms"] = round(percentile(lat, 99), 1)
-	rr.Figures["churn.max_ms"] = round(percentile(lat, 100), 1)
-	rr.Figures["churn.drain_s"] = round(drain.At.Sub(lastWrite).Seconds(), 2)
-	grew := percentile(lastThird, 99) > 2*percentile(first, 99)+100
+	rr.Figures["churn.p50_ms"] = stats.Round(stats.Percentile(lat, 50), 1)
+	rr.Figures["churn.p99_ms"] = stats.Round(stats.Percentile(lat, 99), 1)
+	rr.Figures["churn.max_ms"] = stats.Round(stats.Percentile(lat, 100), 1)
+	rr.Figures["churn.drain_s"] = stats.Round(drain.At.Sub(lastWrite).Seconds(), 2)
+	grew := stats.Percentile(lastThird, 99) > 2*stats.Percentile(first, 99)+100
 	kept := !grew && unseen == 0
 	rr.Figures["churn.kept_up"] = map[bool]float64{true: 1, false: 0}[kept]
-	rr.Figures["churn.p99_first_third_ms"] = round(percentile(first, 99), 1)
-	rr.Figures["churn.p99_last_third_ms"] = round(percentile(lastThird, 99), 1)
-	rr.Figures["churn.drain_read_ms"] = round(float64(drain.End.Sub(drain.Start).Microseconds())/1000, 1)
+	rr.Figures["churn.p99_first_third_ms"] = stats.Round(stats.Percentile(first, 99), 1)
+	rr.Figures["churn.p99_last_third_ms"] = stats.Round(stats.Percentile(lastThird, 99), 1)
+	rr.Figures["churn.drain_read_ms"] = stats.Round(float64(drain.End.Sub(drain.Start).Microseconds())/1000, 1)
 }

@@ -13,6 +13,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kproxy/kproxy/bench/internal/load"
+	"github.com/kproxy/kproxy/bench/internal/stats"
 	"github.com/kproxy/kproxy/e2e/harness"
 	"github.com/kproxy/kproxy/endpoints"
 	"github.com/kproxy/kproxy/iptables"
@@ -46,7 +48,7 @@ func floorInput(n, e int) (iptproxy.Input, []types.NamespacedName) {
 		vip := netip.AddrFrom4([4]byte{100, 100, byte(1 + i/250), byte(1 + i%250)})
 		in.Services[name] = &endpoints.ServicePort{Name: name, ClusterIP: vip, Port: servicePort, Protocol: v1.ProtocolTCP}
 		for k := range e {
-			in.Endpoints[name] = append(in.Endpoints[name], endpoints.Endpoint{IP: endpointAddr(i*e + k),
+			in.Endpoints[name] = append(in.Endpoints[name], endpoints.Endpoint{IP: load.EndpointAddr(i*e + k),
 				Port: targetPort, Ready: true, Serving: true})
 		}
 	}
@@ -76,7 +78,7 @@ func measureFloors(ctx context.Context, prefix string, n, e int, capd time.Durat
 	case err != nil:
 		return capped, err
 	default:
-		figs["floor.one_piece_s"] = round(time.Since(t0).Seconds(), 2)
+		figs["floor.one_piece_s"] = stats.Round(time.Since(t0).Seconds(), 2)
 		logf("  floor: one restore of every chain: %.2fs", figs["floor.one_piece_s"])
 	}
 	if err := delNetns(ns); err != nil {
@@ -94,7 +96,7 @@ func measureFloors(ctx context.Context, prefix string, n, e int, capd time.Durat
 			return capped, fmt.Errorf("floor batch %d of %d: %w", i+1, len(batches), err)
 		}
 	}
-	figs["floor.batched_s"] = round(time.Since(t0).Seconds(), 2)
+	figs["floor.batched_s"] = stats.Round(time.Since(t0).Seconds(), 2)
 	var ones []float64
 	for k := range 5 {
 		svc := names[(k*n/5+n/10)%n]
@@ -113,7 +115,7 @@ func measureFloors(ctx context.Context, prefix string, n, e int, capd time.Durat
 		}
 		ones = append(ones, float64(time.Since(t0).Microseconds())/1000)
 	}
-	figs["floor.one_service_ms"] = round(median(ones), 1)
+	figs["floor.one_service_ms"] = stats.Round(stats.Median(ones), 1)
 	var saves []float64
 	for range 3 {
 		t0 := time.Now()
@@ -122,7 +124,7 @@ func measureFloors(ctx context.Context, prefix string, n, e int, capd time.Durat
 		}
 		saves = append(saves, float64(time.Since(t0).Microseconds())/1000)
 	}
-	figs["floor.save_nat_ms"] = round(median(saves), 1)
+	figs["floor.save_nat_ms"] = stats.Round(stats.Median(saves), 1)
 	logf("  floor: %d batched restores %.2fs, one service %.1fms, iptables-save -t nat %.0fms",
 		len(batches), figs["floor.batched_s"], figs["floor.one_service_ms"], figs["floor.save_nat_ms"])
 	return capped, nil

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"debug/elf"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -23,6 +21,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kproxy/kproxy/bench/internal/load"
+	"github.com/kproxy/kproxy/bench/internal/record"
+	"github.com/kproxy/kproxy/bench/internal/sandbox"
+	"github.com/kproxy/kproxy/bench/internal/stats"
 	"github.com/kproxy/kproxy/e2e/harness"
 )
 
@@ -48,7 +50,7 @@ func runIPVS(cfg config) error {
 	if err != nil {
 		return err
 	}
-	if err := checkStatic(self); err != nil {
+	if err := sandbox.CheckStatic(self); err != nil {
 		return fmt.Errorf("%s goes into the VM: %w (build it with CGO_ENABLED=0)", self, err)
 	}
 	sel := selectIPVSProxies(cfg.Only, cfg.BaseBin != "")
@@ -65,31 +67,25 @@ func runIPVS(cfg config) error {
 		files = append(files, cfg.BaseBin)
 	}
 	for _, b := range files {
-		if err := checkStatic(b); err != nil {
+		if err := sandbox.CheckStatic(b); err != nil {
 			return fmt.Errorf("%s goes into the VM: %w", b, err)
 		}
 	}
-	unlock, err := lockPrefix(cfg.Prefix)
+	unlock, err := sandbox.LockPrefix(cfg.Prefix)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if rep, err := harness.Cleanup(cfg.Prefix); err != nil {
-		return fmt.Errorf("cleanup of an earlier run: %w", err)
-	} else if !rep.Empty() {
-		logf("removed what an earlier run left: %v", rep)
+	if err := sandbox.RemoveLeftovers(cfg.Prefix, logf); err != nil {
+		return err
 	}
-	res := &results{
-		Date:    time.Now().UTC().Format(time.RFC3339),
-		Command: commandLine(),
-		Machine: machine(),
-		Config: map[string]any{"mode": "ipvs", "services": cfg.Ns, "endpointsPerService": cfg.E, "rounds": cfg.Rounds,
+	res := &results{Header: record.NewHeader(machine(),
+		map[string]any{"mode": "ipvs", "services": cfg.Ns, "endpointsPerService": cfg.E, "rounds": cfg.Rounds,
 			"changes": cfg.Changes, "changeSpacing": cfg.Spacing.String(), "workers": cfg.Workers, "floors": cfg.Floors,
 			"phaseCap": cfg.Cap.String(), "quietCap": cfg.QuietCap.String(), "settle": cfg.Settle.String(), "pollGap": cfg.Gap.String(), "bulkPollGap": cfg.BulkGap.String(),
 			"quick": cfg.Quick, "prefix": cfg.Prefix, "vmMem": cfg.VMMem, "vmTimeout": cfg.VMTimeout.String(),
 			"vm": "e2e/vm/run-test.sh: qemu TCG, 1 vCPU; control plane on the host, reached through guestfwd"},
-		Versions: versions(cfg),
-	}
+		versions(cfg), commandEnv...)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Ctrl-C / SIGTERM: stop the VM (run-test.sh's TERM trap ends qemu), then the deferred
@@ -147,7 +143,7 @@ func runIPVS(cfg config) error {
 	if err := c.EnsureNamespace(ctx, benchNS); err != nil {
 		return err
 	}
-	cs, err := fastClient(c.RESTConfig, cfg.Workers)
+	cs, err := load.FastClient(c.RESTConfig)
 	if err != nil {
 		return err
 	}
@@ -172,7 +168,7 @@ func runIPVS(cfg config) error {
 	}
 	args = append(args, self, "-ipvs-guest")
 	args = append(args, guestFlags(cfg)...)
-	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(), "e2e", "vm", "run-test.sh"), args...)
+	cmd := exec.CommandContext(ctx, filepath.Join(record.RepoRoot(), "e2e", "vm", "run-test.sh"), args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 30 * time.Second
 	cmd.Env = append(os.Environ(), "VM_MEM="+cfg.VMMem, "VM_QUIET=0")
@@ -191,7 +187,7 @@ func runIPVS(cfg config) error {
 		logf("the VM run stopped before the end: reporting the runs that finished")
 	}
 	res.Machine["vmKernel"] = rep.Kernel
-	res.Machine["vmRunSeconds"] = round(time.Since(tVM).Seconds(), 1)
+	res.Machine["vmRunSeconds"] = stats.Round(time.Since(tVM).Seconds(), 1)
 	for k, v := range rep.Versions {
 		res.Versions["vm."+k] = v
 	}
@@ -239,21 +235,6 @@ func copyAs(src, dst string) (string, error) {
 		return "", err
 	}
 	return dst, os.WriteFile(dst, b, 0o755)
-}
-
-// checkStatic fails for a dynamically linked ELF (the guest has no libc).
-func checkStatic(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = f.Close() }()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return errors.New("dynamically linked")
-		}
-	}
-	return nil
 }
 
 // createGuestNode creates the VM's Node (kube-proxy reads its IP from it).
@@ -324,7 +305,7 @@ func (s *ctlServer) mux() *http.ServeMux {
 			return nil, err
 		}
 		t0 := time.Now()
-		svcs, err := load(ctx, s.cs, in.N, in.E, s.workers)
+		svcs, err := loadServices(ctx, s.cs, in.N, in.E, s.workers)
 		s.svcs = svcs
 		if err != nil {
 			return nil, err

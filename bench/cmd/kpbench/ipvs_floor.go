@@ -12,6 +12,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/kproxy/kproxy/bench/internal/load"
+	"github.com/kproxy/kproxy/bench/internal/stats"
 )
 
 // The IPVS mode's floors, measured in the VM in a network namespace of their own with nothing
@@ -54,14 +57,14 @@ func measureIPVSFloors(n, e int, floors map[string]float64) error {
 			return fmt.Errorf("floor: add virtual server %v: %w", svc.Address, err)
 		}
 		for k := 0; k < e; k++ {
-			d := &libipvs.Destination{AddressFamily: syscall.AF_INET, Address: net.IP(endpointAddr(i*e + k).AsSlice()),
+			d := &libipvs.Destination{AddressFamily: syscall.AF_INET, Address: net.IP(load.EndpointAddr(i*e + k).AsSlice()),
 				Port: targetPort, Weight: 1, ConnectionFlags: libipvs.ConnectionFlagMasq}
 			if err := h.NewDestination(svc, d); err != nil {
 				return fmt.Errorf("floor: add real server %v to %v: %w", d.Address, svc.Address, err)
 			}
 		}
 	}
-	floors["floor.ipvs_s"] = round(time.Since(t0).Seconds(), 3)
+	floors["floor.ipvs_s"] = stats.Round(time.Since(t0).Seconds(), 3)
 
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
@@ -88,7 +91,7 @@ func measureIPVSFloors(n, e int, floors map[string]float64) error {
 			return fmt.Errorf("floor: add address %v: %w", a, err)
 		}
 	}
-	floors["floor.addrs_s"] = round(time.Since(t1).Seconds(), 3)
+	floors["floor.addrs_s"] = stats.Round(time.Since(t1).Seconds(), 3)
 
 	if err := nl.IpsetCreate("KUBE-CLUSTER-IP", "hash:ip,port", netlink.IpsetCreateOptions{Family: unix.AF_INET}); err != nil {
 		return fmt.Errorf("floor: create set: %w", err)
@@ -100,8 +103,8 @@ func measureIPVSFloors(n, e int, floors map[string]float64) error {
 			return fmt.Errorf("floor: add set entry %v: %w", floorVIP(i), err)
 		}
 	}
-	floors["floor.ipset_s"] = round(time.Since(t2).Seconds(), 3)
-	floors["floor.all_s"] = round(floors["floor.ipvs_s"]+floors["floor.addrs_s"]+floors["floor.ipset_s"], 3)
+	floors["floor.ipset_s"] = stats.Round(time.Since(t2).Seconds(), 3)
+	floors["floor.all_s"] = stats.Round(floors["floor.ipvs_s"]+floors["floor.addrs_s"]+floors["floor.ipset_s"], 3)
 	// check: the floor's table holds what it should
 	vs, err := h.GetServices()
 	if err != nil {

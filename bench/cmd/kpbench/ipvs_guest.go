@@ -20,6 +20,9 @@ import (
 	"time"
 
 	libipvs "github.com/moby/ipvs"
+
+	"github.com/kproxy/kproxy/bench/internal/load"
+	"github.com/kproxy/kproxy/bench/internal/stats"
 )
 
 // The guest half of -mode ipvs: kpbench itself, run by e2e/vm/run-test.sh inside the VM with
@@ -393,13 +396,13 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 	if err := g.waitHealthy(cfg.Cap); err != nil {
 		return err
 	}
-	rr.Figures["start.healthz_s"] = round(time.Since(t0).Seconds(), 2)
+	rr.Figures["start.healthz_s"] = stats.Round(time.Since(t0).Seconds(), 2)
 	ps := &guestPollStats{}
 	defer func() {
-		rr.Figures["poll.extras_mean_ms"] = round(ps.extras.meanMs(), 1)
-		rr.Figures["poll.full_mean_ms"] = round(ps.full.meanMs(), 1)
+		rr.Figures["poll.extras_mean_ms"] = stats.Round(ps.extras.meanMs(), 1)
+		rr.Figures["poll.full_mean_ms"] = stats.Round(ps.full.meanMs(), 1)
 		rr.Figures["poll.full_count"] = float64(ps.full.N)
-		rr.Figures["poll.endpoint_mean_ms"] = round(ps.endpoint.meanMs(), 1)
+		rr.Figures["poll.endpoint_mean_ms"] = stats.Round(ps.endpoint.meanMs(), 1)
 	}()
 	capped := func(name string) { rr.Capped = append(rr.Capped, name) }
 	var svcs []*benchService
@@ -456,9 +459,9 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 		capped("bulk.programmed_s")
 		return fmt.Errorf("bulk create: not programmed within %v", cfg.Cap)
 	}
-	rr.Figures["bulk.api_s"] = round(lr.APIS, 2)
-	rr.Figures["bulk.programmed_s"] = round(res.At.Sub(tLoad).Seconds(), 2)
-	rr.Figures["bulk.after_api_s"] = round(res.At.Sub(tLoaded).Seconds(), 2)
+	rr.Figures["bulk.api_s"] = stats.Round(lr.APIS, 2)
+	rr.Figures["bulk.programmed_s"] = stats.Round(res.At.Sub(tLoad).Seconds(), 2)
+	rr.Figures["bulk.after_api_s"] = stats.Round(res.At.Sub(tLoaded).Seconds(), 2)
 	logf("guest:   bulk create: API %.2fs, programmed %.2fs (loader's reply → all %.2fs)", lr.APIS,
 		rr.Figures["bulk.programmed_s"], rr.Figures["bulk.after_api_s"])
 	if res, err = pollFull(cfg.BulkGap, cfg.Cap, &ps.extras, svcs); err != nil {
@@ -468,7 +471,7 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 		capped("bulk.full_after_api_s")
 		return fmt.Errorf("bulk create: addresses and KUBE-CLUSTER-IP not complete within %v", cfg.Cap)
 	}
-	rr.Figures["bulk.full_after_api_s"] = round(res.At.Sub(tLoaded).Seconds(), 2)
+	rr.Figures["bulk.full_after_api_s"] = stats.Round(res.At.Sub(tLoaded).Seconds(), 2)
 	logf("guest:   bulk create: loader's reply → all also on kube-ipvs0 and in KUBE-CLUSTER-IP %.2fs", rr.Figures["bulk.full_after_api_s"])
 	time.Sleep(cfg.Settle)
 	if err := ph.end(rr, "bulk"); err != nil {
@@ -482,7 +485,7 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 		}
 		reads = append(reads, float64(d.Microseconds())/1000)
 	}
-	rr.Figures["read.idle_ms"] = round(median(reads), 1)
+	rr.Figures["read.idle_ms"] = stats.Round(stats.Median(reads), 1)
 
 	// 2a. Restart with the state kept, once the proxy has stopped writing (two snapshots 2 s
 	// apart alike): the diff is then what the restart changed, not what was still in flight.
@@ -505,7 +508,7 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 		}
 		before = again
 		if same {
-			rr.Figures["warm.quiet_s"] = round(time.Since(tq).Seconds(), 2)
+			rr.Figures["warm.quiet_s"] = stats.Round(time.Since(tq).Seconds(), 2)
 			break
 		}
 		if time.Since(tq) > cfg.QuietCap {
@@ -521,13 +524,13 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 	if err := g.waitHealthy(cfg.Cap); err != nil {
 		return fmt.Errorf("restart: %w", err)
 	}
-	rr.Figures["warm.healthz_s"] = round(time.Since(tStart).Seconds(), 2)
+	rr.Figures["warm.healthz_s"] = stats.Round(time.Since(tStart).Seconds(), 2)
 	synced := waitSynced(tStart, cfg.Cap)
 	if synced.IsZero() {
 		capped("warm.synced_s")
 		return fmt.Errorf("restart: no sync within %v", cfg.Cap)
 	}
-	rr.Figures["warm.synced_s"] = round(synced.Sub(tStart).Seconds(), 2)
+	rr.Figures["warm.synced_s"] = stats.Round(synced.Sub(tStart).Seconds(), 2)
 	time.Sleep(cfg.Settle + time.Second)
 	after, err := takeIPVSSnapshot()
 	if err != nil {
@@ -591,7 +594,7 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 		capped("cold.programmed_s")
 		return fmt.Errorf("cold restart: not programmed within %v", cfg.Cap)
 	}
-	rr.Figures["cold.programmed_s"] = round(res.At.Sub(tStart).Seconds(), 2)
+	rr.Figures["cold.programmed_s"] = stats.Round(res.At.Sub(tStart).Seconds(), 2)
 	if res, err = pollFull(cfg.Gap, cfg.Cap, &ps.extras, svcs); err != nil {
 		return err
 	}
@@ -599,7 +602,7 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 		capped("cold.full_s")
 		return fmt.Errorf("cold restart: addresses and KUBE-CLUSTER-IP not complete within %v", cfg.Cap)
 	}
-	rr.Figures["cold.full_s"] = round(res.At.Sub(tStart).Seconds(), 2)
+	rr.Figures["cold.full_s"] = stats.Round(res.At.Sub(tStart).Seconds(), 2)
 	logf("guest:   restart (kernel flushed): programmed %.2fs, also on kube-ipvs0 and in KUBE-CLUSTER-IP %.2fs",
 		rr.Figures["cold.programmed_s"], rr.Figures["cold.full_s"])
 	time.Sleep(cfg.Settle)
@@ -644,7 +647,7 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 			}
 		}
 		s.eps = append([]string{addr.String()}, s.eps[1:]...)
-		rr.ChangeLatenciesMs = append(rr.ChangeLatenciesMs, round(float64(at.Sub(tw).Microseconds())/1000, 1))
+		rr.ChangeLatenciesMs = append(rr.ChangeLatenciesMs, stats.Round(float64(at.Sub(tw).Microseconds())/1000, 1))
 		if d := cfg.Spacing - time.Since(tw); d > 0 && k < cfg.Changes-1 {
 			time.Sleep(d)
 		}
@@ -680,7 +683,7 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 		return err
 	}
 	tDeleted := time.Now()
-	rr.Figures["delete.api_s"] = round(dr.APIS, 2)
+	rr.Figures["delete.api_s"] = stats.Round(dr.APIS, 2)
 	res, err = pollIPVS(cfg.BulkGap, cfg.Cap, &ps.full, func() bool { return true }, func(st ipvsState) bool {
 		for _, s := range svcs {
 			if !ipvsGone(st, s) {
@@ -696,8 +699,8 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 		capped("delete.removed_s")
 		return fmt.Errorf("bulk delete: virtual servers still there after %v", cfg.Cap)
 	}
-	rr.Figures["delete.removed_s"] = round(res.At.Sub(tDel).Seconds(), 2)
-	rr.Figures["delete.after_api_s"] = round(res.At.Sub(tDeleted).Seconds(), 2)
+	rr.Figures["delete.removed_s"] = stats.Round(res.At.Sub(tDel).Seconds(), 2)
+	rr.Figures["delete.after_api_s"] = stats.Round(res.At.Sub(tDeleted).Seconds(), 2)
 	logf("guest:   bulk delete: API %.2fs, virtual servers gone %.2fs", dr.APIS, rr.Figures["delete.removed_s"])
 	time.Sleep(cfg.Settle)
 	return ph.end(rr, "delete")
@@ -710,7 +713,7 @@ func guestServices(vips []string, e int) []*benchService {
 	for i, v := range vips {
 		s := &benchService{name: fmt.Sprintf("svc-%05d", i), vip: v}
 		for k := 0; k < e; k++ {
-			s.eps = append(s.eps, netip.AddrPortFrom(endpointAddr(i*e+k), targetPort).String())
+			s.eps = append(s.eps, netip.AddrPortFrom(load.EndpointAddr(i*e+k), targetPort).String())
 		}
 		out[i] = s
 	}

@@ -13,119 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kproxy/kproxy/bench/internal/kstate"
+	"github.com/kproxy/kproxy/bench/internal/stats"
 	"github.com/kproxy/kproxy/e2e/harness"
 )
-
-// Which kernel interface a proxy programs, so the poller knows what to read.
-const (
-	kernelIPTables = "iptables" // iptables-save -t nat (the backend the section selects)
-	kernelNFT      = "nftables" // nft list table ip kube-proxy
-)
-
-// state is what a read of the node's kernel found: the endpoint DNAT targets ("ip:port") and
-// the ClusterIPs that have a service rule. A read of the VIPs only leaves eps nil.
-type state struct {
-	eps  map[string]bool
-	vips map[string]bool
-}
-
-var (
-	// iptables: -A KUBE-SEP-XXX ... -j DNAT --to-destination 100.64.10.1:8080
-	iptDNAT = regexp.MustCompile(`-j DNAT --to-destination (\d+\.\d+\.\d+\.\d+:\d+)`)
-	// iptables: -A KUBE-SERVICES -d 100.100.3.4/32 ... -j KUBE-SVC-XXX
-	iptVIP = regexp.MustCompile(`^-A KUBE-SERVICES -d (\d+\.\d+\.\d+\.\d+)/32 .*-j KUBE-SVC-`)
-	// nftables endpoint maps: { 0 : 100.64.10.1 . 8080, 1 : ... }
-	nftEP = regexp.MustCompile(`(\d+\.\d+\.\d+\.\d+) \. (\d+)\b`)
-	// nftables service-ips map: 100.100.3.4 . tcp . 80 : goto service-...
-	nftVIP = regexp.MustCompile(`(\d+\.\d+\.\d+\.\d+) \. tcp \. \d+ : goto (service-[^ ,}\n]+)`)
-)
-
-// readState reads the whole of the node's kernel state once: every VIP and every endpoint.
-// Equivalent to: iptables-save -t nat, or nft list table ip kube-proxy.
-func readState(ctx context.Context, node, kind string) (state, error) {
-	st := state{eps: map[string]bool{}, vips: map[string]bool{}}
-	switch kind {
-	case kernelIPTables:
-		out, err := harness.Exec(ctx, node, "iptables-save", "-t", "nat")
-		if err != nil {
-			return st, err
-		}
-		for _, l := range strings.Split(out, "\n") {
-			if !strings.HasPrefix(l, "-A KUBE-") {
-				continue
-			}
-			if m := iptDNAT.FindStringSubmatch(l); m != nil {
-				st.eps[m[1]] = true
-			} else if m := iptVIP.FindStringSubmatch(l); m != nil {
-				st.vips[m[1]] = true
-			}
-		}
-	case kernelNFT:
-		out, err := nftList(ctx, node, "table", "ip", "kube-proxy")
-		if err != nil {
-			return st, err
-		}
-		for _, m := range nftVIP.FindAllStringSubmatch(out, -1) {
-			st.vips[m[1]] = true
-		}
-		for _, m := range nftEP.FindAllStringSubmatch(out, -1) {
-			st.eps[m[1]+":"+m[2]] = true
-		}
-	default:
-		return st, fmt.Errorf("kernel kind %q", kind)
-	}
-	return st, nil
-}
-
-// readVIPs reads only the service capture rules: the ClusterIPs that jump to a service
-// chain. Much cheaper than readState at 10,000 services with iptables-nft (which lists one
-// chain without fetching the others' rules). A VIP's rule only exists once its service chain
-// does (the kernel rejects a jump to a missing chain), but the endpoints are checked by
-// readState. Equivalent to: iptables -t nat -S KUBE-SERVICES, or nft list map ip kube-proxy
-// service-ips.
-func readVIPs(ctx context.Context, node, kind string) (state, error) {
-	st := state{vips: map[string]bool{}}
-	switch kind {
-	case kernelIPTables:
-		out, err := harness.Exec(ctx, node, "iptables", "-w", "-t", "nat", "-S", "KUBE-SERVICES")
-		switch {
-		case err != nil && strings.Contains(out, "No chain/target/match"):
-			return st, nil
-		case err != nil && strings.Contains(out, "is incompatible"):
-			// What iptables-nft 1.8.9 says when the nat table does not exist (yet, or
-			// flushed): read everything instead.
-			return readState(ctx, node, kind)
-		case err != nil:
-			return st, err
-		}
-		for _, l := range strings.Split(out, "\n") {
-			if m := iptVIP.FindStringSubmatch(l); m != nil {
-				st.vips[m[1]] = true
-			}
-		}
-	case kernelNFT:
-		out, err := nftList(ctx, node, "map", "ip", "kube-proxy", "service-ips")
-		if err != nil {
-			return st, err
-		}
-		for _, m := range nftVIP.FindAllStringSubmatch(out, -1) {
-			st.vips[m[1]] = true
-		}
-	default:
-		return st, fmt.Errorf("kernel kind %q", kind)
-	}
-	return st, nil
-}
-
-// nftList runs nft list ...; a table or map that does not exist (yet, or flushed) reads as
-// empty.
-func nftList(ctx context.Context, node string, what ...string) (string, error) {
-	out, err := harness.Exec(ctx, node, append([]string{"nft", "list"}, what...)...)
-	if err != nil && strings.Contains(out, "No such file or directory") {
-		return "", nil
-	}
-	return out, err
-}
 
 // Chain names of kube-proxy's iptables mode, which kproxy keeps: KUBE-SVC- and KUBE-SEP- plus
 // the first 16 characters of the base32 of the SHA-256 of "ns/name[:port]" + protocol
@@ -157,13 +48,14 @@ func hash16(s string) string {
 // chain must jump to the endpoint's KUBE-SEP chain and that chain must DNAT to addr (two
 // chain listings in one exec). The time is the midpoint of the read that saw it.
 type endpointProbe struct {
-	node, kind string
-	monitor    *nftMonitor
+	node    string
+	kind    kstate.Kind
+	monitor *nftMonitor
 }
 
-func newEndpointProbe(ctx context.Context, node, kind, backend string) (*endpointProbe, error) {
+func newEndpointProbe(ctx context.Context, node string, kind kstate.Kind, backend string) (*endpointProbe, error) {
 	p := &endpointProbe{node: node, kind: kind}
-	if kind == kernelNFT || backend == backendNFT {
+	if kind == kstate.NFTables || backend == backendNFT {
 		m, err := startNFTMonitor(ctx, node)
 		if err != nil {
 			return nil, err
@@ -187,7 +79,7 @@ func (p *endpointProbe) seen(ctx context.Context, s *benchService, addr string) 
 	case p.monitor != nil:
 		at, ok := p.monitor.firstAdd(addr)
 		return at, ok, nil
-	case p.kind == kernelIPTables:
+	case p.kind == kstate.IPTables:
 		svc, sep := svcChain(s), sepChain(s, addr)
 		script := fmt.Sprintf("iptables -w -t nat -S %s 2>/dev/null; echo ==; iptables -w -t nat -S %s 2>/dev/null; true", svc, sep)
 		t0 := time.Now()
@@ -297,7 +189,7 @@ func (m *nftMonitor) stop() {
 }
 
 // programmed counts the services of the load whose ClusterIP and every endpoint are in st.
-func programmed(st state, svcs []*benchService) int {
+func programmed(st kstate.State, svcs []*benchService) int {
 	n := 0
 	for _, s := range svcs {
 		if s.ok(st) {
@@ -335,11 +227,11 @@ type pollResult struct {
 // pollUntil reads the whole kernel state until cond holds or capd passes, at least gap and at
 // least one read's duration apart (so that polling takes at most half a core even when one
 // read takes seconds).
-func pollUntil(ctx context.Context, node, kind string, gap, capd time.Duration, ps *pollStats, cond func(state) bool) (pollResult, error) {
+func pollUntil(ctx context.Context, node string, kind kstate.Kind, gap, capd time.Duration, ps *pollStats, cond func(kstate.State) bool) (pollResult, error) {
 	deadline := time.Now().Add(capd)
 	for {
 		t0 := time.Now()
-		st, err := readState(ctx, node, kind)
+		st, err := kstate.Read(ctx, node, kind)
 		t1 := time.Now()
 		ps.add(t1.Sub(t0))
 		if err != nil {
@@ -362,12 +254,12 @@ func pollUntil(ctx context.Context, node, kind string, gap, capd time.Duration, 
 // the time is the VIP read's (the endpoints were already in the kernel then, since a service's
 // capture rule is written with or after its chains); when it does not, full reads continue
 // and the time is the first full read that sees cond.
-func pollVIPsThenAll(ctx context.Context, node, kind string, gap, capd time.Duration, ps *probeStats,
-	vipCond func(state) bool, cond func(state) bool) (pollResult, error) {
+func pollVIPsThenAll(ctx context.Context, node string, kind kstate.Kind, gap, capd time.Duration, ps *probeStats,
+	vipCond func(kstate.State) bool, cond func(kstate.State) bool) (pollResult, error) {
 	deadline := time.Now().Add(capd)
 	for {
 		t0 := time.Now()
-		st, err := readVIPs(ctx, node, kind)
+		st, err := kstate.ReadVIPs(ctx, node, kind)
 		t1 := time.Now()
 		ps.vips.add(t1.Sub(t0))
 		if err != nil {
@@ -375,7 +267,7 @@ func pollVIPsThenAll(ctx context.Context, node, kind string, gap, capd time.Dura
 		}
 		if vipCond(st) {
 			f0 := time.Now()
-			full, err := readState(ctx, node, kind)
+			full, err := kstate.Read(ctx, node, kind)
 			ps.full.add(time.Since(f0))
 			if err != nil {
 				return pollResult{}, err
@@ -417,11 +309,11 @@ var (
 	nftCounters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
 )
 
-func takeSnapshot(ctx context.Context, node, kind string) (snapshot, error) {
+func takeSnapshot(ctx context.Context, node string, kind kstate.Kind) (snapshot, error) {
 	s := snapshot{lines: map[string]bool{}, handles: map[string]bool{}}
 	var out string
 	var err error
-	if kind == kernelIPTables {
+	if kind == kstate.IPTables {
 		out, err = harness.Exec(ctx, node, "iptables-save")
 	} else {
 		out, err = harness.Exec(ctx, node, "nft", "list", "ruleset")
@@ -473,14 +365,14 @@ func diffCount(a, b map[string]bool) (removed, added int) {
 }
 
 // idleRead times reads of the whole state with nothing else changing: the median of n.
-func idleRead(ctx context.Context, node, kind string, n int) (time.Duration, error) {
+func idleRead(ctx context.Context, node string, kind kstate.Kind, n int) (time.Duration, error) {
 	var ds []float64
 	for range n {
 		t0 := time.Now()
-		if _, err := readState(ctx, node, kind); err != nil {
+		if _, err := kstate.Read(ctx, node, kind); err != nil {
 			return 0, err
 		}
 		ds = append(ds, float64(time.Since(t0)))
 	}
-	return time.Duration(median(ds)), nil
+	return time.Duration(stats.Median(ds)), nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kproxy/kproxy/bench/internal/load"
 	"github.com/kproxy/kproxy/iptables"
 	iptproxy "github.com/kproxy/kproxy/iptables/proxy"
 )
@@ -27,7 +28,7 @@ func TestProbeChainNamesMatchRenderer(t *testing.T) {
 		if !slices.Contains(chains, iptables.Chain(svcChain(s))) {
 			t.Errorf("%s: %s not among the rendered chains %v", nn, svcChain(s), chains)
 		}
-		ep := netip.AddrPortFrom(endpointAddr(i*2), targetPort).String()
+		ep := netip.AddrPortFrom(load.EndpointAddr(i*2), targetPort).String()
 		if !slices.Contains(chains, iptables.Chain(sepChain(s, ep))) {
 			t.Errorf("%s: %s (%s) not among the rendered chains %v", nn, sepChain(s, ep), ep, chains)
 		}
@@ -35,7 +36,7 @@ func TestProbeChainNamesMatchRenderer(t *testing.T) {
 }
 
 func TestChurnAddresses(t *testing.T) {
-	lastLoad := endpointAddr(50000 - 1)
+	lastLoad := load.EndpointAddr(50000 - 1)
 	if first := churnAddr(0); first.Compare(lastLoad) <= 0 {
 		t.Errorf("first churn address %s is inside the load (ends at %s)", first, lastLoad)
 	}

@@ -19,38 +19,36 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/kproxy/kproxy/bench/internal/kstate"
+	"github.com/kproxy/kproxy/bench/internal/record"
+	"github.com/kproxy/kproxy/bench/internal/sandbox"
+	"github.com/kproxy/kproxy/bench/internal/stats"
 	"github.com/kproxy/kproxy/e2e/harness"
 )
 
 // proxyCfg is one proxy under test.
 type proxyCfg struct {
-	Name   string   `json:"name"`
-	Proxy  string   `json:"harnessProxy"`
-	Args   []string `json:"extraArgs"`
-	Kernel string   `json:"kernel"`
+	Name   string      `json:"name"`
+	Proxy  string      `json:"harnessProxy"`
+	Args   []string    `json:"extraArgs"`
+	Kernel kstate.Kind `json:"kernel"`
 	// Bin is the kproxy binary when not -kproxy-bin ("kproxy base").
 	Bin string `json:"binary,omitempty"`
 }
 
 var proxies = []proxyCfg{
-	{Name: "kproxy", Proxy: harness.ProxyKProxy, Kernel: kernelIPTables},
-	{Name: "kube-proxy iptables", Proxy: harness.ProxyKubeProxy, Kernel: kernelIPTables},
-	{Name: "kube-proxy nftables", Proxy: harness.ProxyKubeProxy, Args: []string{"--proxy-mode=nftables"}, Kernel: kernelNFT},
+	{Name: "kproxy", Proxy: harness.ProxyKProxy, Kernel: kstate.IPTables},
+	{Name: "kube-proxy iptables", Proxy: harness.ProxyKubeProxy, Kernel: kstate.IPTables},
+	{Name: "kube-proxy nftables", Proxy: harness.ProxyKubeProxy, Args: []string{"--proxy-mode=nftables"}, Kernel: kstate.NFTables},
 }
 
 type config struct {
@@ -93,7 +91,7 @@ type sectionCfg struct {
 func main() {
 	quick := os.Getenv("BENCH_QUICK") == "1"
 	cfg := config{Quick: quick}
-	repo := repoRoot()
+	repo := record.RepoRoot()
 	var ns, backends string
 	flag.StringVar(&ns, "n", "1000", "services: one N or a comma-separated list (each N is a section of its own)")
 	flag.IntVar(&cfg.E, "e", 5, "endpoints per service")
@@ -221,15 +219,6 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().UTC().Format("15:04:05.000")}, args...)...)
 }
 
-func repoRoot() string {
-	out, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
-	if err != nil {
-		wd, _ := os.Getwd()
-		return wd
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // preflight checks what both modes need: root (needs says what for), a valid sandbox prefix,
 // the Kubernetes binaries.
 func preflight(cfg *config, needs string) error {
@@ -239,7 +228,9 @@ func preflight(cfg *config, needs string) error {
 	if err := harness.ValidatePrefix(cfg.Prefix); err != nil {
 		return err
 	}
-	return resolveK8sBin(cfg)
+	var err error
+	cfg.K8sBin, err = sandbox.K8sBin(cfg.K8sBin, record.RepoRoot())
+	return err
 }
 
 func run(cfg config) error {
@@ -256,7 +247,7 @@ func run(cfg config) error {
 	}
 	sel := proxies
 	if cfg.BaseBin != "" {
-		sel = append(slices.Clone(proxies), proxyCfg{Name: "kproxy base", Proxy: harness.ProxyKProxy, Kernel: kernelIPTables, Bin: cfg.BaseBin})
+		sel = append(slices.Clone(proxies), proxyCfg{Name: "kproxy base", Proxy: harness.ProxyKProxy, Kernel: kstate.IPTables, Bin: cfg.BaseBin})
 	}
 	if cfg.Only != "" {
 		all := sel
@@ -270,38 +261,22 @@ func run(cfg config) error {
 			return fmt.Errorf("-only %q matches no proxy", cfg.Only)
 		}
 	}
-	unlock, err := lockPrefix(cfg.Prefix)
+	unlock, err := sandbox.Guard(cfg.Prefix, logf)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		s := <-sigs
-		logf("%v: cleaning up sandbox %s", s, cfg.Prefix)
-		_, _ = harness.Cleanup(cfg.Prefix)
-		os.Exit(130)
-	}()
-	// What a killed run with this prefix left.
-	if rep, err := harness.Cleanup(cfg.Prefix); err != nil {
-		return fmt.Errorf("cleanup of an earlier run: %w", err)
-	} else if !rep.Empty() {
-		logf("removed what an earlier run left: %v", rep)
+	if err := sandbox.RemoveLeftovers(cfg.Prefix, logf); err != nil {
+		return err
 	}
-
-	res := &results{
-		Date:    time.Now().UTC().Format(time.RFC3339),
-		Command: commandLine(),
-		Machine: machine(),
-		Config: map[string]any{"services": cfg.Ns, "endpointsPerService": cfg.E, "backends": cfg.Backends, "rounds": cfg.Rounds,
+	res := &results{Header: record.NewHeader(machine(),
+		map[string]any{"services": cfg.Ns, "endpointsPerService": cfg.E, "backends": cfg.Backends, "rounds": cfg.Rounds,
 			"changes": cfg.Changes, "changeSpacing": cfg.Spacing.String(), "workers": cfg.Workers,
 			"churnRate": cfg.ChurnRate, "churnDuration": cfg.ChurnDuration.String(), "churnSample": cfg.ChurnSample,
 			"floors": cfg.Floors, "floorCap": cfg.FloorCap.String(),
 			"phaseCap": cfg.Cap.String(), "settle": cfg.Settle.String(), "pollGap": cfg.Gap.String(), "bulkPollGap": cfg.BulkGap.String(),
 			"quick": cfg.Quick, "prefix": cfg.Prefix, "nodes": 1, "podsPerNode": 0, "sandbox": "fresh per proxy and round"},
-		Versions: versions(cfg),
-	}
+		versions(cfg), commandEnv...)}
 	logf("kpbench: N=%v E=%d backends=%v rounds=%d changes=%d (every %v) churn %.0f/s×%v, proxies %d; k8s %s",
 		cfg.Ns, cfg.E, cfg.Backends, cfg.Rounds, cfg.Changes, cfg.Spacing, cfg.ChurnRate, cfg.ChurnDuration, len(sel), cfg.K8sBin)
 	for _, n := range cfg.Ns {
@@ -316,37 +291,14 @@ func run(cfg config) error {
 			}
 		}
 	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		res.Machine["loadavgAtEnd"] = strings.TrimSpace(string(b))
-	}
+	record.SetLoadavgAtEnd(res.Machine)
 	return writeResults(cfg, res)
-}
-
-// resolveK8sBin sets cfg.K8sBin to build-k8s.sh's directory when not given.
-func resolveK8sBin(cfg *config) error {
-	if cfg.K8sBin != "" {
-		return nil
-	}
-	out, err := exec.Command(filepath.Join(repoRoot(), "e2e", "tools", "build-k8s.sh")).Output()
-	if err != nil {
-		return fmt.Errorf("e2e/tools/build-k8s.sh: %w (or pass -k8s-bin)", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	cfg.K8sBin = lines[len(lines)-1]
-	return nil
 }
 
 // writeResults writes <results>/<date>-<what>.json and the plot beside it.
 func writeResults(cfg config, res *results) error {
-	if err := os.MkdirAll(cfg.ResultsDir, 0o755); err != nil {
-		return err
-	}
-	base := filepath.Join(cfg.ResultsDir, time.Now().UTC().Format("2006-01-02")+"-"+cfg.What)
-	b, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(base+".json", append(b, '\n'), 0o644); err != nil {
+	base := record.Base(cfg.ResultsDir, cfg.What)
+	if err := record.WriteJSON(base+".json", res); err != nil {
 		return err
 	}
 	fmt.Printf("\nJSON: %s.json\n", base)
@@ -372,7 +324,7 @@ func runSection(cfg config, n int, backend string, sel []proxyCfg) (*section, er
 	sc := sectionCfg{N: n, Backend: backend}
 	sec := &section{sectionCfg: sc, IPTables: iptablesVersion(), Floors: map[string]float64{}}
 	for _, p := range sel {
-		if p.Kernel == kernelNFT && backend != backendNFT {
+		if p.Kernel == kstate.NFTables && backend != backendNFT {
 			continue // nftables mode does not use iptables: once, in the nft section
 		}
 		sec.Proxies = append(sec.Proxies, p)
@@ -405,58 +357,21 @@ func runSection(cfg config, n int, backend string, sel []proxyCfg) (*section, er
 	return sec, nil
 }
 
-// lockPrefix makes sure no other kpbench (or a suite that takes the same lock) uses the
-// prefix: a flock on /run/kproxy-e2e/<prefix>.lock, beside the harness's state directories.
-func lockPrefix(prefix string) (func(), error) {
-	if err := os.MkdirAll("/run/kproxy-e2e", 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(filepath.Join("/run/kproxy-e2e", prefix+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("prefix %s is in use by another run (%s.lock): %w", prefix, prefix, err)
-	}
-	return func() { _ = f.Close() }, nil
-}
+// commandEnv are the environment variables the results file's command line records.
+var commandEnv = []string{"BENCH_QUICK", "KPROXY_K8S_BIN"}
 
-func commandLine() string {
-	var env []string
-	for _, k := range []string{"BENCH_QUICK", "KPROXY_K8S_BIN"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return strings.TrimSpace(strings.Join(env, " ") + " " + strings.Join(os.Args, " "))
-}
-
+// machine is record.Machine with the memory and the Debian version.
 func machine() map[string]any {
-	m := map[string]any{"nproc": runtime.NumCPU()}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m["kernel"] = strings.TrimSpace(string(b))
-	}
+	m := record.Machine()
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if strings.HasPrefix(l, "MemTotal:") {
 				f := strings.Fields(l)
 				if kb, err := strconv.ParseFloat(f[1], 64); err == nil {
-					m["memoryGiB"] = round(kb/1024/1024, 1)
+					m["memoryGiB"] = stats.Round(kb/1024/1024, 1)
 				}
 			}
 		}
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				m["cpu"] = strings.TrimSpace(l[strings.IndexByte(l, ':')+1:])
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		m["loadavgAtStart"] = strings.TrimSpace(string(b))
 	}
 	if b, err := os.ReadFile("/etc/debian_version"); err == nil {
 		m["debian"] = strings.TrimSpace(string(b))
@@ -465,38 +380,22 @@ func machine() map[string]any {
 }
 
 func versions(cfg config) map[string]string {
-	v := map[string]string{"go": runtime.Version()}
-	first := func(name string, args ...string) string {
-		out, err := exec.Command(name, args...).CombinedOutput()
-		if err != nil {
-			return "? (" + err.Error() + ")"
-		}
-		return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
-	}
-	v["kproxy"] = first(cfg.KProxyBin, "--version")
-	v["kproxyBinary"] = cfg.KProxyBin
+	v := record.ProxyVersions(cfg.KProxyBin, cfg.K8sBin)
+	v["iptables"] = record.ToolVersion("iptables", "--version")
+	v["iptablesNFT"] = record.ToolVersion("iptables-nft", "--version")
+	v["iptablesLegacy"] = record.ToolVersion("iptables-legacy", "--version")
+	v["nft"] = record.ToolVersion("nft", "--version")
 	if cfg.BaseBin != "" {
-		v["kproxyBase"] = first(cfg.BaseBin, "--version")
+		v["kproxyBase"] = record.ToolVersion(cfg.BaseBin, "--version")
 		v["kproxyBaseBinary"] = cfg.BaseBin
 	}
-	v["kube-proxy"] = first(filepath.Join(cfg.K8sBin, "kube-proxy"), "--version")
-	v["kube-apiserver"] = first(filepath.Join(cfg.K8sBin, "kube-apiserver"), "--version")
-	v["iptables"] = first("iptables", "--version")
-	v["iptablesNFT"] = first("iptables-nft", "--version")
-	v["iptablesLegacy"] = first("iptables-legacy", "--version")
-	v["nft"] = first("nft", "--version")
-	v["repo"] = first("git", "-C", repoRoot(), "describe", "--always", "--dirty")
 	return v
 }
 
 // results is the JSON file.
 type results struct {
-	Date     string            `json:"date"`
-	Command  string            `json:"command"`
-	Machine  map[string]any    `json:"machine"`
-	Config   map[string]any    `json:"config"`
-	Versions map[string]string `json:"versions"`
-	Sections []*section        `json:"sections"`
+	record.Header
+	Sections []*section `json:"sections"`
 }
 
 // section is one N on one backend: its floors, every run and the summary.
@@ -528,44 +427,4 @@ type runResult struct {
 	Error string `json:"error,omitempty"`
 
 	svcs []*benchService
-}
-
-func round(v float64, digits int) float64 {
-	p := 1.0
-	for i := 0; i < digits; i++ {
-		p *= 10
-	}
-	if v < 0 {
-		return -float64(int64(-v*p+0.5)) / p
-	}
-	return float64(int64(v*p+0.5)) / p
-}
-
-func percentile(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	// nearest rank
-	k := int(p/100*float64(len(s))+0.999999) - 1
-	if k < 0 {
-		k = 0
-	}
-	if k >= len(s) {
-		k = len(s) - 1
-	}
-	return s[k]
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -5,6 +5,8 @@ import (
 	"io"
 	"math"
 	"strings"
+
+	"github.com/kproxy/kproxy/bench/internal/stats"
 )
 
 // rowDef is one figure of the table. Floor, when set, is the floor.* figure the row is
@@ -179,7 +181,7 @@ func (sec *section) summarise() {
 				}
 			}
 			if len(xs) > 0 {
-				s.Median[p.Name] = median(xs)
+				s.Median[p.Name] = stats.Median(xs)
 				s.Rounds[p.Name] = len(xs)
 				s.AllRuns[p.Name] = xs
 			}
@@ -195,7 +197,7 @@ func (sec *section) summarise() {
 					}
 				}
 				if len(ratios) > 0 {
-					s.Ratio[p.Name] = math.Round(median(ratios)*100) / 100
+					s.Ratio[p.Name] = math.Round(stats.Median(ratios)*100) / 100
 				}
 			}
 		}
@@ -241,12 +243,12 @@ func (sec *section) printTable(out io.Writer, res *results) error {
 		rounds = max(rounds, r.Round)
 	}
 	if sec.Backend == backendIPVS {
-		fmt.Fprintf(w, "\n### IPVS mode, N = %d services × %v endpoints, in the VM, %d round(s)\n\n", sec.N,
+		fmt.Fprintf(w, "\n### IPVS mode, N = %d services × %v endpoints, in the VM, %d stats.Round(s)\n\n", sec.N,
 			res.Config["endpointsPerService"], rounds)
 		fmt.Fprintf(w, "VM: kernel %v, qemu TCG, 1 vCPU, %v; %s; %v; host: %v CPUs (shared), load average %v at start. Median over rounds; ratio = median of per-round kproxy/upstream; floor: below.\n\n",
 			res.Machine["vmKernel"], res.Config["vmMem"], sec.IPTables, res.Versions["kube-proxy"], res.Machine["nproc"], res.Machine["loadavgAtStart"])
 	} else {
-		fmt.Fprintf(w, "\n### N = %d services × %v endpoints, iptables backend %s, %d round(s)\n\n", sec.N,
+		fmt.Fprintf(w, "\n### N = %d services × %v endpoints, iptables backend %s, %d stats.Round(s)\n\n", sec.N,
 			res.Config["endpointsPerService"], sec.Backend, rounds)
 		fmt.Fprintf(w, "%s; %v; machine: %v CPUs (shared), kernel %v, load average %v at start. Median over rounds; ratio = median of per-round kproxy/upstream; floor: below.\n\n",
 			sec.IPTables, res.Versions["kube-proxy"], res.Machine["nproc"], res.Machine["kernel"], res.Machine["loadavgAtStart"])

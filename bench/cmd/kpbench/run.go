@@ -11,6 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kproxy/kproxy/bench/internal/kstate"
+	"github.com/kproxy/kproxy/bench/internal/load"
+	"github.com/kproxy/kproxy/bench/internal/sandbox"
+	"github.com/kproxy/kproxy/bench/internal/stats"
 	"github.com/kproxy/kproxy/e2e/harness"
 )
 
@@ -18,7 +22,7 @@ import (
 // its end (the proxy process may be a new one: then it is measured from its own start).
 type phase struct {
 	pid int
-	cpu cpuTimes
+	cpu sandbox.CPUTimes
 }
 
 // beginPhase resets the peak RSS and reads the CPU times of the running proxy.
@@ -26,7 +30,7 @@ func beginPhase(pid int) (phase, error) {
 	if err := resetPeakRSS(pid); err != nil {
 		return phase{}, err
 	}
-	c, err := readCPU(pid)
+	c, err := sandbox.ReadCPU(pid)
 	return phase{pid: pid, cpu: c}, err
 }
 
@@ -34,15 +38,15 @@ func beginPhase(pid int) (phase, error) {
 // endChangePhase records the one-change phase's percentiles, logs them (after indent), lets
 // trailing syncs settle and ends the phase (CPU, RSS).
 func endChangePhase(ph phase, rr *runResult, changes int, settle time.Duration, indent string) error {
-	rr.Figures["change.p50_ms"] = percentile(rr.ChangeLatenciesMs, 50)
-	rr.Figures["change.p99_ms"] = percentile(rr.ChangeLatenciesMs, 99)
+	rr.Figures["change.p50_ms"] = stats.Percentile(rr.ChangeLatenciesMs, 50)
+	rr.Figures["change.p99_ms"] = stats.Percentile(rr.ChangeLatenciesMs, 99)
 	logf("%sone change ×%d: p50 %.0fms p99 %.0fms", indent, changes, rr.Figures["change.p50_ms"], rr.Figures["change.p99_ms"])
 	time.Sleep(settle)
 	return ph.end(rr, "change")
 }
 
 func (p phase) end(rr *runResult, name string) error {
-	c, err := readCPU(p.pid)
+	c, err := sandbox.ReadCPU(p.pid)
 	if err != nil {
 		return err
 	}
@@ -50,10 +54,10 @@ func (p phase) end(rr *runResult, name string) error {
 	if err != nil {
 		return err
 	}
-	d := c.sub(p.cpu)
-	rr.Figures[name+".cpu_s"] = round(d.Self+d.Children, 2)
-	rr.Figures[name+".cpu_children_s"] = round(d.Children, 2)
-	rr.Figures[name+".rss_mb"] = round(rss, 1)
+	d := c.Sub(p.cpu)
+	rr.Figures[name+".cpu_s"] = stats.Round(d.Self+d.Children, 2)
+	rr.Figures[name+".cpu_children_s"] = stats.Round(d.Children, 2)
+	rr.Figures[name+".rss_mb"] = stats.Round(rss, 1)
 	return nil
 }
 
@@ -64,7 +68,7 @@ func runOne(cfg config, sec sectionCfg, p proxyCfg, roundNo, position int) *runR
 	}
 	t0 := time.Now()
 	rep, err := harness.Cleanup(cfg.Prefix)
-	rr.Figures["sandbox.cleanup_s"] = round(time.Since(t0).Seconds(), 2)
+	rr.Figures["sandbox.cleanup_s"] = stats.Round(time.Since(t0).Seconds(), 2)
 	if err != nil {
 		logf("  cleanup: %v (%v)", err, rep)
 	}
@@ -94,9 +98,9 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	if err != nil {
 		return fmt.Errorf("sandbox: %w", err)
 	}
-	rr.Figures["sandbox.start_s"] = round(time.Since(t0).Seconds(), 2)
+	rr.Figures["sandbox.start_s"] = stats.Round(time.Since(t0).Seconds(), 2)
 	node := c.Nodes[0].Name
-	cs, err := fastClient(c.RESTConfig, cfg.Workers)
+	cs, err := load.FastClient(c.RESTConfig)
 	if err != nil {
 		return err
 	}
@@ -105,18 +109,18 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	}
 	ps := &probeStats{}
 	defer func() {
-		rr.Figures["poll.full_mean_ms"] = round(ps.full.meanMs(), 1)
+		rr.Figures["poll.full_mean_ms"] = stats.Round(ps.full.meanMs(), 1)
 		rr.Figures["poll.full_count"] = float64(ps.full.N)
-		rr.Figures["poll.vips_mean_ms"] = round(ps.vips.meanMs(), 1)
-		rr.Figures["poll.endpoint_mean_ms"] = round(ps.endpoint.meanMs(), 1)
+		rr.Figures["poll.vips_mean_ms"] = stats.Round(ps.vips.meanMs(), 1)
+		rr.Figures["poll.endpoint_mean_ms"] = stats.Round(ps.endpoint.meanMs(), 1)
 	}()
-	pid, err := proxyPid(c.State, node)
+	pid, err := sandbox.ProxyPid(c.State, node)
 	if err != nil {
 		return err
 	}
 	capped := func(name string) { rr.Capped = append(rr.Capped, name) }
-	allVIPs := func(st state) bool { return programmedVIPs(st, rr.svcs) == len(rr.svcs) }
-	allIn := func(st state) bool { return programmed(st, rr.svcs) == cfg.N }
+	allVIPs := func(st kstate.State) bool { return programmedVIPs(st, rr.svcs) == len(rr.svcs) }
+	allIn := func(st kstate.State) bool { return programmed(st, rr.svcs) == cfg.N }
 
 	// 1. Bulk create.
 	ph, err := beginPhase(pid)
@@ -128,7 +132,7 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	var tLoaded time.Time
 	go func() {
 		var err error
-		rr.svcs, err = load(ctx, cs, cfg.N, cfg.E, cfg.Workers)
+		rr.svcs, err = loadServices(ctx, cs, cfg.N, cfg.E, cfg.Workers)
 		tLoaded = time.Now()
 		loadDone <- err
 	}()
@@ -136,7 +140,7 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	// loader (reading the VIPs meanwhile), then for the full condition.
 	var loadErr error
 	loaded := false
-	res, err := pollVIPsThenAll(ctx, node, p.Kernel, cfg.BulkGap, cfg.Cap, ps, func(st state) bool {
+	res, err := pollVIPsThenAll(ctx, node, p.Kernel, cfg.BulkGap, cfg.Cap, ps, func(st kstate.State) bool {
 		if !loaded {
 			select {
 			case loadErr = <-loadDone:
@@ -146,7 +150,7 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 			}
 		}
 		return loadErr != nil || allVIPs(st)
-	}, func(st state) bool { return loadErr != nil || allIn(st) })
+	}, func(st kstate.State) bool { return loadErr != nil || allIn(st) })
 	if err != nil {
 		return fmt.Errorf("bulk create poll: %w", err)
 	}
@@ -157,13 +161,13 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 		return fmt.Errorf("bulk create: %w", loadErr)
 	}
 	svcs := rr.svcs
-	rr.Figures["bulk.api_s"] = round(tLoaded.Sub(tLoad).Seconds(), 2)
+	rr.Figures["bulk.api_s"] = stats.Round(tLoaded.Sub(tLoad).Seconds(), 2)
 	if res.Capped {
 		capped("bulk.programmed_s")
 		return fmt.Errorf("bulk create: not programmed within %v", cfg.Cap)
 	}
-	rr.Figures["bulk.programmed_s"] = round(res.At.Sub(tLoad).Seconds(), 2)
-	rr.Figures["bulk.after_api_s"] = round(res.At.Sub(tLoaded).Seconds(), 2)
+	rr.Figures["bulk.programmed_s"] = stats.Round(res.At.Sub(tLoad).Seconds(), 2)
+	rr.Figures["bulk.after_api_s"] = stats.Round(res.At.Sub(tLoaded).Seconds(), 2)
 	logf("  bulk create: API %.2fs, programmed %.2fs (last write → all %.2fs)", rr.Figures["bulk.api_s"],
 		rr.Figures["bulk.programmed_s"], rr.Figures["bulk.after_api_s"])
 	time.Sleep(cfg.Settle)
@@ -171,7 +175,7 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 		return err
 	}
 	if d, err := idleRead(ctx, node, p.Kernel, 3); err == nil {
-		rr.Figures["read.idle_ms"] = round(float64(d.Microseconds())/1000, 1)
+		rr.Figures["read.idle_ms"] = stats.Round(float64(d.Microseconds())/1000, 1)
 	} else {
 		return err
 	}
@@ -193,8 +197,8 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	if err := c.StartProxy(ctx, c.Nodes[0]); err != nil {
 		return fmt.Errorf("restart: %w", err)
 	}
-	rr.Figures["warm.healthz_s"] = round(time.Since(tStart).Seconds(), 2)
-	if pid, err = proxyPid(c.State, node); err != nil {
+	rr.Figures["warm.healthz_s"] = stats.Round(time.Since(tStart).Seconds(), 2)
+	if pid, err = sandbox.ProxyPid(c.State, node); err != nil {
 		return err
 	}
 	ph = phase{pid: pid} // a new process: CPU from its start
@@ -208,7 +212,7 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 		capped("warm.synced_s")
 		return fmt.Errorf("restart: no sync within %v", cfg.Cap)
 	}
-	rr.Figures["warm.synced_s"] = round(synced.Sub(tStart).Seconds(), 2)
+	rr.Figures["warm.synced_s"] = stats.Round(synced.Sub(tStart).Seconds(), 2)
 	time.Sleep(cfg.Settle + time.Second)
 	after, err := takeSnapshot(ctx, node, p.Kernel)
 	if err != nil {
@@ -221,10 +225,10 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	rr.Restart.ObjectsRemoved, rr.Restart.ObjectsAdded = diffCount(before.handles, after.handles)
 	rr.Restart.Examples = diffExamples(before.lines, after.lines, 6)
 	rr.Figures["warm.lines_changed"] = float64(rr.Restart.LinesRemoved + rr.Restart.LinesAdded)
-	if sec.Backend != backendLegacy || p.Kernel == kernelNFT {
+	if sec.Backend != backendLegacy || p.Kernel == kstate.NFTables {
 		rr.Figures["warm.objects_changed"] = float64(rr.Restart.ObjectsRemoved + rr.Restart.ObjectsAdded)
 	}
-	st, err := readState(ctx, node, p.Kernel)
+	st, err := kstate.Read(ctx, node, p.Kernel)
 	if err != nil {
 		return err
 	}
@@ -252,14 +256,14 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	if err != nil {
 		return fmt.Errorf("cold restart poll: %w", err)
 	}
-	if pid, err = proxyPid(c.State, node); err != nil {
+	if pid, err = sandbox.ProxyPid(c.State, node); err != nil {
 		return err
 	}
 	if res.Capped {
 		capped("cold.programmed_s")
 		return fmt.Errorf("cold restart: not programmed within %v", cfg.Cap)
 	}
-	rr.Figures["cold.programmed_s"] = round(res.At.Sub(tStart).Seconds(), 2)
+	rr.Figures["cold.programmed_s"] = stats.Round(res.At.Sub(tStart).Seconds(), 2)
 	logf("  restart (rules flushed): programmed %.2fs", rr.Figures["cold.programmed_s"])
 	time.Sleep(cfg.Settle)
 	if err := (phase{pid: pid}).end(rr, "cold"); err != nil {
@@ -290,7 +294,7 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 			capped("change.p99_ms")
 			return fmt.Errorf("one change: %s not programmed within %v", addr, cfg.Cap)
 		}
-		rr.ChangeLatenciesMs = append(rr.ChangeLatenciesMs, round(float64(res.At.Sub(tw).Microseconds())/1000, 1))
+		rr.ChangeLatenciesMs = append(rr.ChangeLatenciesMs, stats.Round(float64(res.At.Sub(tw).Microseconds())/1000, 1))
 		if d := cfg.Spacing - time.Since(tw); d > 0 && k < cfg.Changes-1 {
 			time.Sleep(d)
 		}
@@ -325,10 +329,10 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 		return err
 	}
 	tDeleted := time.Now()
-	rr.Figures["delete.api_s"] = round(tDeleted.Sub(tDel).Seconds(), 2)
+	rr.Figures["delete.api_s"] = stats.Round(tDeleted.Sub(tDel).Seconds(), 2)
 	res, err = pollVIPsThenAll(ctx, node, p.Kernel, cfg.BulkGap, cfg.Cap, ps,
-		func(st state) bool { return programmedVIPs(st, svcs) == 0 },
-		func(st state) bool {
+		func(st kstate.State) bool { return programmedVIPs(st, svcs) == 0 },
+		func(st kstate.State) bool {
 			for _, s := range svcs {
 				if !s.gone(st) {
 					return false
@@ -343,8 +347,8 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 		capped("delete.removed_s")
 		return fmt.Errorf("bulk delete: rules still there after %v", cfg.Cap)
 	}
-	rr.Figures["delete.removed_s"] = round(res.At.Sub(tDel).Seconds(), 2)
-	rr.Figures["delete.after_api_s"] = round(res.At.Sub(tDeleted).Seconds(), 2)
+	rr.Figures["delete.removed_s"] = stats.Round(res.At.Sub(tDel).Seconds(), 2)
+	rr.Figures["delete.after_api_s"] = stats.Round(res.At.Sub(tDeleted).Seconds(), 2)
 	logf("  bulk delete: API %.2fs, rules gone %.2fs", rr.Figures["delete.api_s"], rr.Figures["delete.removed_s"])
 	time.Sleep(cfg.Settle)
 	return ph.end(rr, "delete")
@@ -379,10 +383,10 @@ func pollEndpoint(ctx context.Context, probe *endpointProbe, s *benchService, ad
 }
 
 // programmedVIPs counts the services of the load whose ClusterIP has a service rule in st.
-func programmedVIPs(st state, svcs []*benchService) int {
+func programmedVIPs(st kstate.State, svcs []*benchService) int {
 	n := 0
 	for _, s := range svcs {
-		if st.vips[s.vip] {
+		if st.VIPs[s.vip] {
 			n++
 		}
 	}

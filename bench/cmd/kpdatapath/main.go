@@ -21,10 +21,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kproxy/kproxy/bench/internal/record"
 )
 
 var allBackends = []string{limitBackend, "vxlan", "host-gw", "ipip"}
@@ -233,9 +234,7 @@ func runCampaign(ctx context.Context, cfg config, onRun func(*runResult)) (*camp
 			}
 		}
 	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		c.Machine["loadavgAtEnd"] = strings.TrimSpace(string(b))
-	}
+	record.SetLoadavgAtEnd(c.Machine)
 	return c, ctx.Err()
 }
 
@@ -378,8 +377,8 @@ func runHost(ctx context.Context, cfg config) error {
 func newResults(cfg config, where string) *results {
 	return &results{
 		Date:        time.Now().UTC().Format(time.RFC3339),
-		Command:     commandLine(),
-		GitDescribe: gitDescribe(),
+		Command:     record.CommandLine(),
+		GitDescribe: record.GitDescribe(record.RepoRoot()),
 		Where:       where,
 		Config:      cfg,
 		Notes:       commonNotes,
@@ -441,70 +440,22 @@ func writeResults(cfg config, res *results) error {
 	}
 	dir := cfg.Results
 	if dir == "" {
-		dir = filepath.Join(repoRoot(), "bench", "results")
+		dir = filepath.Join(record.RepoRoot(), "bench", "results")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		return err
-	}
-	path := filepath.Join(dir, time.Now().UTC().Format("2006-01-02")+"-"+cfg.What+".json")
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+	path := record.Base(dir, cfg.What) + ".json"
+	if err := record.WriteJSON(path, res); err != nil {
 		return err
 	}
 	logf("wrote %s", path)
 	return nil
 }
 
-// repoRoot is the git work tree holding the working directory, else the one holding this
-// binary (bin/kpdatapath), else the working directory.
-func repoRoot() string {
-	dirs := []string{""}
-	if exe, err := os.Executable(); err == nil {
-		dirs = append(dirs, filepath.Dir(exe))
-	}
-	for _, d := range dirs {
-		cmd := exec.Command("git", "rev-parse", "--show-toplevel")
-		cmd.Dir = d
-		if out, err := cmd.Output(); err == nil {
-			return strings.TrimSpace(string(out))
-		}
-	}
-	wd, _ := os.Getwd()
-	return wd
-}
-
-func gitDescribe() string {
-	out, err := exec.Command("git", "-C", repoRoot(), "describe", "--always", "--dirty").CombinedOutput()
-	if err != nil {
-		return "? (" + err.Error() + ")"
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func commandLine() string { return strings.Join(os.Args, " ") }
-
-// machine describes where the benchmark runs: CPUs, kernel, CPU model, load average now, and
-// this process's nice value.
+// machine describes where the benchmark runs: record.Machine, GOMAXPROCS, this process's
+// nice value and the busiest processes.
 func machine() map[string]any {
-	m := map[string]any{"nproc": runtime.NumCPU(), "gomaxprocs": runtime.GOMAXPROCS(0)}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m["kernel"] = strings.TrimSpace(string(b))
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				m["cpu"] = strings.TrimSpace(l[strings.IndexByte(l, ':')+1:])
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		m["loadavgAtStart"] = strings.TrimSpace(string(b))
-	}
-	if nice, err := readNice(); err == nil {
+	m := record.Machine()
+	m["gomaxprocs"] = runtime.GOMAXPROCS(0)
+	if nice, err := record.Nice(); err == nil {
 		m["nice"] = nice
 	}
 	// What else was running (the machine is shared): the busiest processes by CPU share
@@ -514,22 +465,4 @@ func machine() map[string]any {
 		m["busiestProcessesAtStart"] = lines[:min(len(lines), 9)]
 	}
 	return m
-}
-
-// readNice is this process's nice value (field 19 of /proc/self/stat).
-func readNice() (int, error) {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, errors.New("bad /proc/self/stat")
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 17 {
-		return 0, errors.New("short /proc/self/stat")
-	}
-	return strconv.Atoi(f[16])
 }

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kproxy/kproxy/bench/internal/echo"
+	"github.com/kproxy/kproxy/bench/internal/stats"
 	"github.com/kproxy/kproxy/internal/netnsutil"
 )
 
@@ -91,18 +93,7 @@ func serve(c net.Conn) {
 	}
 	switch mode[0] {
 	case 'e':
-		buf := make([]byte, 512)
-		for {
-			n, err := c.Read(buf)
-			if n > 0 {
-				if _, werr := c.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
+		echo.Conn(c, 512)
 	case 's':
 		start := time.Now()
 		buf := make([]byte, 1<<20)
@@ -274,9 +265,9 @@ func measureLatency(ctx context.Context, addr string, n int) (latencyResult, err
 	if err != nil {
 		return res, err
 	}
-	us := micros(rtts)
-	res.P50Us, res.P90Us, res.P99Us = percentile(us, 50), percentile(us, 90), percentile(us, 99)
-	res.MeanUs, res.MinUs, res.MaxUs = mean(us), percentile(us, 0), percentile(us, 100)
+	us := stats.Micros(rtts)
+	res.P50Us, res.P90Us, res.P99Us = stats.Percentile(us, 50), stats.Percentile(us, 90), stats.Percentile(us, 99)
+	res.MeanUs, res.MinUs, res.MaxUs = stats.Mean(us), stats.Percentile(us, 0), stats.Percentile(us, 100)
 	return res, nil
 }
 
@@ -337,9 +328,9 @@ func measureConns(ctx context.Context, addr string, dur time.Duration) (connResu
 		return res, fmt.Errorf("no connection succeeded: %s", res.FirstError)
 	}
 	res.PerS = float64(res.Conns) / res.ElapsedS
-	us := micros(connects)
-	res.ConnectP50Us, res.ConnectP99Us = percentile(us, 50), percentile(us, 99)
-	res.ConnP50Us = percentile(micros(whole), 50)
+	us := stats.Micros(connects)
+	res.ConnectP50Us, res.ConnectP99Us = stats.Percentile(us, 50), stats.Percentile(us, 99)
+	res.ConnP50Us = stats.Percentile(stats.Micros(whole), 50)
 	return res, nil
 }
 

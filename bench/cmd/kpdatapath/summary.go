@@ -6,7 +6,8 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"time"
+
+	"github.com/kproxy/kproxy/bench/internal/stats"
 )
 
 // The pure part: percentiles, medians over rounds, ratios to the limit, the table.
@@ -30,51 +31,6 @@ var figureDefs = []figureDef{
 	{"conn_rate", "new connections (connect + 1-byte echo + close)", "conns/s"},
 	{"connect_p50_us", "connect time, p50", "µs"},
 	{"connect_p99_us", "connect time, p99", "µs"},
-}
-
-// percentile is the nearest-rank percentile p (0 < p ≤ 100) of xs; 0 for none.
-func percentile(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	k := int(math.Ceil(p/100*float64(len(s)))) - 1
-	k = max(0, min(k, len(s)-1))
-	return s[k]
-}
-
-// median of xs (the mean of the two middle values for an even count); 0 for none.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// micros converts durations to float microseconds.
-func micros(ds []time.Duration) []float64 {
-	out := make([]float64, len(ds))
-	for i, d := range ds {
-		out[i] = float64(d) / float64(time.Microsecond)
-	}
-	return out
-}
-
-func mean(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	var s float64
-	for _, x := range xs {
-		s += x
-	}
-	return s / float64(len(xs))
 }
 
 // roundOrder is the order of the backends in round r (0-based): as given in even rounds,
@@ -142,11 +98,11 @@ func summarise(runs []*runResult, backends []string, rounds int) []summaryRow {
 				}
 			}
 			if len(v.Rounds) > 0 {
-				v.Median = median(v.Rounds)
+				v.Median = stats.Median(v.Rounds)
 				row.Values[b] = &v
 			}
 			if len(rt.Rounds) > 0 {
-				rt.Median = median(rt.Rounds)
+				rt.Median = stats.Median(rt.Rounds)
 				row.Ratios[b] = &rt
 			}
 		}

@@ -9,33 +9,6 @@ import (
 	"time"
 )
 
-func TestPercentileAndMedian(t *testing.T) {
-	xs := []float64{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
-	for _, tc := range []struct {
-		p    float64
-		want float64
-	}{{0, 1}, {10, 1}, {50, 5}, {51, 6}, {90, 9}, {99, 10}, {100, 10}} {
-		if got := percentile(xs, tc.p); got != tc.want {
-			t.Errorf("percentile(%v) = %v, want %v", tc.p, got, tc.want)
-		}
-	}
-	if xs[0] != 5 {
-		t.Errorf("percentile sorted its input: %v", xs)
-	}
-	if got := percentile(nil, 50); got != 0 {
-		t.Errorf("percentile(nil) = %v", got)
-	}
-	if got := median([]float64{3, 1, 2}); got != 2 {
-		t.Errorf("odd median = %v", got)
-	}
-	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
-		t.Errorf("even median = %v", got)
-	}
-	if got := micros([]time.Duration{1500 * time.Nanosecond}); got[0] != 1.5 {
-		t.Errorf("micros = %v", got)
-	}
-}
-
 func TestRoundOrderAlternates(t *testing.T) {
 	b := []string{"veth-limit", "vxlan", "host-gw"}
 	if got := roundOrder(b, 0); !slices.Equal(got, b) {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"debug/elf"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -15,6 +14,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kproxy/kproxy/bench/internal/record"
+	"github.com/kproxy/kproxy/bench/internal/sandbox"
 )
 
 // -vm: the host half boots the IPVS VM of e2e/vm (run-test.sh: Debian's stock kernel under
@@ -87,21 +89,6 @@ func decodeLine(line string) (run *runResult, info *guestInfo, ok bool, err erro
 	return run, info, true, nil
 }
 
-// checkStatic refuses a dynamically linked binary (the guest has no libc).
-func checkStatic(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = f.Close() }()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%s is dynamically linked: build it with CGO_ENABLED=0 (it also runs in the VM)", path)
-		}
-	}
-	return nil
-}
-
 // guestArgs are the flags the guest half gets: the campaign's, no results file.
 func guestArgs(cfg config) []string {
 	return []string{"-guest",
@@ -131,10 +118,12 @@ func runVM(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	if err := checkStatic(exe); err != nil {
+	if err := sandbox.CheckStatic(exe); errors.Is(err, sandbox.ErrDynamic) {
+		return fmt.Errorf("%s is %w: build it with CGO_ENABLED=0 (it also runs in the VM)", exe, err)
+	} else if err != nil {
 		return err
 	}
-	script := filepath.Join(repoRoot(), "e2e", "vm", "run-test.sh")
+	script := filepath.Join(record.RepoRoot(), "e2e", "vm", "run-test.sh")
 	if _, err := os.Stat(script); err != nil {
 		return fmt.Errorf("the VM runner: %w", err)
 	}
@@ -177,9 +166,7 @@ func runVM(ctx context.Context, cfg config) error {
 		}
 	}
 	werr := cmd.Wait()
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		res.Machine["loadavgAtEnd"] = strings.TrimSpace(string(b))
-	}
+	record.SetLoadavgAtEnd(res.Machine)
 	var errs []error
 	if werr != nil {
 		errs = append(errs, fmt.Errorf("VM run (%s): %w", script, werr))

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kproxy/kproxy/bench/internal/echo"
+	"github.com/kproxy/kproxy/bench/internal/stats"
 )
 
 // The two halves that run inside the pods, each as this binary started with nsenter in the
@@ -36,18 +39,7 @@ func serve(addr string) error {
 		}
 		go func() {
 			defer func() { _ = c.Close() }()
-			buf := make([]byte, 64)
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					if _, werr := c.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
+			echo.Conn(c, 64)
 		}()
 	}
 }
@@ -74,14 +66,14 @@ type loopResult struct {
 	Rate     float64 `json:"connsPerS"`
 	// Connect is the connect() syscall's time, SYN sent to the handshake's end as the
 	// client's kernel sees it: the first packet's trip through the service rules and back.
-	Connect dist `json:"connectUs"`
+	Connect stats.Dist `json:"connectUs"`
 	// RR is the first request/response on the new connection: write of 1 byte to its echo
 	// read back.
-	RR dist `json:"firstRequestResponseUs"`
+	RR stats.Dist `json:"firstRequestResponseUs"`
 	// First is connect + first request/response of each connection: the time to the first
 	// answer on a new connection. (Part of the handshake's work can land in either half,
 	// depending on which CPU runs the softirqs: the sum is steadier than each.)
-	First dist `json:"connectPlusFirstRequestResponseUs"`
+	First stats.Dist `json:"connectPlusFirstRequestResponseUs"`
 	// Filled in by the parent.
 	ConntrackAfter int     `json:"conntrackEntriesAfter"`
 	ConntrackStats string  `json:"conntrackStatsDelta,omitempty"`
@@ -220,11 +212,11 @@ func runClient(cfg clientCfg) (loopResult, error) {
 		}
 	}
 	res.Conns = len(connect)
-	res.ElapsedS = round(elapsed.Seconds(), 3)
-	res.Rate = round(float64(res.Conns)/elapsed.Seconds(), 1)
-	res.Connect = summarize(connect)
-	res.RR = summarize(rr)
-	res.First = summarize(first)
+	res.ElapsedS = stats.Round(elapsed.Seconds(), 3)
+	res.Rate = stats.Round(float64(res.Conns)/elapsed.Seconds(), 1)
+	res.Connect = stats.Summarize(connect)
+	res.RR = stats.Summarize(rr)
+	res.First = stats.Summarize(first)
 	return res, nil
 }
 

@@ -28,9 +28,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -38,22 +36,27 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kproxy/kproxy/bench/internal/kstate"
+	"github.com/kproxy/kproxy/bench/internal/load"
+	"github.com/kproxy/kproxy/bench/internal/record"
+	"github.com/kproxy/kproxy/bench/internal/sandbox"
+	"github.com/kproxy/kproxy/bench/internal/stats"
 	"github.com/kproxy/kproxy/e2e/harness"
 	"github.com/kproxy/kproxy/internal/netnsutil"
 )
 
 // proxyCfg is one proxy under test.
 type proxyCfg struct {
-	Name   string   `json:"name"`
-	Proxy  string   `json:"harnessProxy"`
-	Args   []string `json:"extraArgs,omitempty"`
-	Kernel string   `json:"kernel,omitempty"`
+	Name   string      `json:"name"`
+	Proxy  string      `json:"harnessProxy"`
+	Args   []string    `json:"extraArgs,omitempty"`
+	Kernel kstate.Kind `json:"kernel,omitempty"`
 }
 
 var allProxies = []proxyCfg{
-	{Name: "kproxy", Proxy: harness.ProxyKProxy, Kernel: kernelIPTables},
-	{Name: "kube-proxy iptables", Proxy: harness.ProxyKubeProxy, Kernel: kernelIPTables},
-	{Name: "kube-proxy nftables", Proxy: harness.ProxyKubeProxy, Args: []string{"--proxy-mode=nftables"}, Kernel: kernelNFT},
+	{Name: "kproxy", Proxy: harness.ProxyKProxy, Kernel: kstate.IPTables},
+	{Name: "kube-proxy iptables", Proxy: harness.ProxyKubeProxy, Kernel: kstate.IPTables},
+	{Name: "kube-proxy nftables", Proxy: harness.ProxyKubeProxy, Args: []string{"--proxy-mode=nftables"}, Kernel: kstate.NFTables},
 	{Name: noProxy, Proxy: harness.ProxyNone},
 }
 
@@ -73,7 +76,7 @@ type config struct {
 
 func main() {
 	var cfg config
-	repo := repoRoot()
+	repo := record.RepoRoot()
 	var sizes, workers string
 	fs := flag.CommandLine
 	fs.StringVar(&sizes, "sizes", "10,10000", "background Services (besides the target), comma-separated; each is a section")
@@ -140,25 +143,12 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().UTC().Format("15:04:05.000")}, args...)...)
 }
 
-func repoRoot() string {
-	out, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
-	if err != nil {
-		wd, _ := os.Getwd()
-		return wd
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // results is the JSON file.
 type results struct {
-	Date     string            `json:"date"`
-	Command  string            `json:"command"`
-	Machine  map[string]any    `json:"machine"`
-	Config   map[string]any    `json:"config"`
-	Versions map[string]string `json:"versions"`
-	Proxies  []proxyCfg        `json:"proxies"`
-	Sizes    []*sizeResult     `json:"sizes"`
-	Error    string            `json:"error,omitempty"`
+	record.Header
+	Proxies []proxyCfg    `json:"proxies"`
+	Sizes   []*sizeResult `json:"sizes"`
+	Error   string        `json:"error,omitempty"`
 }
 
 // sizeResult is one background size: every run and the summary.
@@ -210,7 +200,8 @@ func run(cfg config) error {
 	if err := harness.ValidatePrefix(cfg.Prefix); err != nil {
 		return err
 	}
-	if err := resolveK8sBin(&cfg); err != nil {
+	var err error
+	if cfg.K8sBin, err = sandbox.K8sBin(cfg.K8sBin, record.RepoRoot()); err != nil {
 		return err
 	}
 	self, err := os.Executable()
@@ -227,28 +218,18 @@ func run(cfg config) error {
 	if len(sel) == 0 {
 		return fmt.Errorf("-only %q matches no proxy", cfg.Only)
 	}
-	unlock, err := lockPrefix(cfg.Prefix)
+	unlock, err := sandbox.Guard(cfg.Prefix, logf) // on a signal, also SIGKILLs frozen proxies
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		s := <-sigs
-		logf("%v: cleaning up sandbox %s", s, cfg.Prefix)
-		_, _ = harness.Cleanup(cfg.Prefix) // SIGKILLs frozen proxies too
-		os.Exit(130)
-	}()
-	res := &results{
-		Date: time.Now().UTC().Format(time.RFC3339), Command: commandLine(), Machine: machine(),
-		Config: map[string]any{"backgroundServices": cfg.Sizes, "endpointsPerService": cfg.E, "rounds": cfg.Rounds,
+	res := &results{Header: record.NewHeader(machine(),
+		map[string]any{"backgroundServices": cfg.Sizes, "endpointsPerService": cfg.E, "rounds": cfg.Rounds,
 			"workers": cfg.Workers, "duration": cfg.Duration.String(), "warmup": cfg.Warmup.String(),
 			"timeout": cfg.Timeout.String(), "settle": cfg.Settle.String(), "quietCap": cfg.QuietCap.String(),
 			"close": "SO_LINGER 0 (RST, no TIME_WAIT)", "target": cfg.TargetNS + "/" + cfg.TargetName + "-<node>", "prefix": cfg.Prefix, "nodes": len(sel), "podsPerNode": 2,
 			"sandbox": "one for the whole run, one node per proxy (its own client and backend pods and target Service); every proxy runs from the start and programs the background as it grows; while one node is measured the other proxies are stopped (SIGSTOP); conntrack of the node flushed before each loop"},
-		Versions: versions(cfg), Proxies: sel,
-	}
+		versions(cfg), "KPROXY_K8S_BIN"), Proxies: sel}
 	b := &bench{cfg: cfg}
 	t0 := time.Now()
 	ctx := context.Background()
@@ -281,7 +262,7 @@ func run(cfg config) error {
 		sr := &sizeResult{Background: size, Programmed: map[string]float64{}, NotProgrammed: map[string]string{}}
 		b.freezeAllBut(nil) // every proxy programs the load as it grows
 		tl := time.Now()
-		cs, err := fastClient(b.c.RESTConfig)
+		cs, err := load.FastClient(b.c.RESTConfig)
 		if err != nil {
 			return err
 		}
@@ -292,7 +273,7 @@ func run(cfg config) error {
 			break
 		}
 		tLast := time.Now()
-		sr.LoadS = round(tLast.Sub(tl).Seconds(), 1)
+		sr.LoadS = stats.Round(tLast.Sub(tl).Seconds(), 1)
 		logf("B=%d: %d background Services × %d endpoints in the API (%.1fs)", size, size, cfg.E, sr.LoadS)
 		b.waitAllProgrammed(ctx, tLast, sr)
 		time.Sleep(cfg.Settle)
@@ -306,7 +287,7 @@ func run(cfg config) error {
 					continue
 				}
 				logf("B=%d round %d/%d, %d/%d: %s (%s)", size, r, cfg.Rounds, pos+1, len(order), st.p.Name, st.node.Name)
-				rr := &runResult{Proxy: st.p.Name, Node: st.node.Name, Round: r, Position: pos + 1, LoadAvg: loadavg()}
+				rr := &runResult{Proxy: st.p.Name, Node: st.node.Name, Round: r, Position: pos + 1, LoadAvg: record.Loadavg()}
 				if err := b.measure(ctx, st, rr); err != nil {
 					rr.Error = err.Error()
 					logf("  %s: %s", st.p.Name, rr.Error)
@@ -323,9 +304,7 @@ func run(cfg config) error {
 			return err
 		}
 	}
-	if lb, err := os.ReadFile("/proc/loadavg"); err == nil {
-		res.Machine["loadavgAtEnd"] = strings.TrimSpace(string(lb))
-	}
+	record.SetLoadavgAtEnd(res.Machine)
 	if err := writeResults(cfg, res); err != nil {
 		return err
 	}
@@ -372,7 +351,7 @@ func (b *bench) setup(ctx context.Context, sel []proxyCfg) error {
 		}
 	}
 	for _, st := range b.sites {
-		vip, err := createService(ctx, b.c.Client, b.cfg.TargetNS, b.cfg.TargetName+"-"+st.node.Name, serverPort, []string{st.backend.IP.String()})
+		vip, _, err := load.CreateService(ctx, b.c.Client, b.cfg.TargetNS, b.cfg.TargetName+"-"+st.node.Name, serverPort, []string{st.backend.IP.String()})
 		if err != nil {
 			return err
 		}
@@ -389,7 +368,7 @@ func (b *bench) setup(ctx context.Context, sel []proxyCfg) error {
 		if err := b.c.StartProxy(ctx, st.node); err != nil {
 			return fmt.Errorf("%s on %s: %w", st.p.Name, st.node.Name, err)
 		}
-		if st.pid, err = proxyPid(b.c.State, st.node.Name); err != nil {
+		if st.pid, err = sandbox.ProxyPid(b.c.State, st.node.Name); err != nil {
 			return err
 		}
 	}
@@ -406,7 +385,7 @@ func (st *site) probe(addr string) error {
 	return netnsutil.Do(harness.NetnsPath(st.client.Name), func() error { return probe(addr, time.Second) })
 }
 
-func (st *site) vipAddr() string { return net.JoinHostPort(st.vip, strconv.Itoa(servicePort)) }
+func (st *site) vipAddr() string { return net.JoinHostPort(st.vip, strconv.Itoa(load.ServicePort)) }
 
 // freezeAllBut stops (SIGSTOP) every proxy but keep's, and continues keep's (nil: continues
 // all): a proxy's periodic syncs do not take CPU from another node's loops. Its rules stay.
@@ -439,7 +418,7 @@ func (b *bench) measure(ctx context.Context, st *site, rr *runResult) error {
 		if err := waitIdle(st.pid, b.cfg.QuietCap); err != nil {
 			logf("  %v: measuring anyway", err)
 		}
-		rr.QuietS = round(time.Since(tq).Seconds(), 1)
+		rr.QuietS = stats.Round(time.Since(tq).Seconds(), 1)
 		if err := st.probe(st.vipAddr()); err != nil {
 			return fmt.Errorf("target VIP does not answer: %w", err)
 		}
@@ -499,12 +478,12 @@ func (b *bench) waitAllProgrammed(ctx context.Context, since time.Time, sr *size
 			}
 			if answered[st] && st.err == nil {
 				t0 := time.Now()
-				state, err := readState(ctx, st.node.Name, st.p.Kernel)
+				state, err := kstate.Read(ctx, st.node.Name, st.p.Kernel)
 				if err != nil {
 					st.err = err
-				} else if lastMissing[st] = missing(state, vips, eps); lastMissing[st] == 0 {
+				} else if lastMissing[st] = kstate.Missing(state, vips, eps); lastMissing[st] == 0 {
 					// the read's midpoint
-					sr.Programmed[st.p.Name] = round((t0.Sub(since) + time.Since(t0)/2).Seconds(), 2)
+					sr.Programmed[st.p.Name] = stats.Round((t0.Sub(since) + time.Since(t0)/2).Seconds(), 2)
 					logf("  %s (%s): programmed %.2fs after the last write (%d Services)", st.p.Name, st.node.Name, sr.Programmed[st.p.Name], len(vips))
 					delete(pending, st)
 				}
@@ -527,17 +506,17 @@ func (b *bench) waitAllProgrammed(ctx context.Context, since time.Time, sr *size
 // over one second.
 func waitIdle(pid int, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	prev, err := readCPU(pid)
+	prev, err := sandbox.ReadCPU(pid)
 	if err != nil {
 		return err
 	}
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Second)
-		cur, err := readCPU(pid)
+		cur, err := sandbox.ReadCPU(pid)
 		if err != nil {
 			return err
 		}
-		if cur-prev < 0.05 {
+		if cur.Sub(prev).Total() < 0.05 {
 			return nil
 		}
 		prev = cur
@@ -557,12 +536,12 @@ func (b *bench) loop(ctx context.Context, st *site, target string, workers int) 
 	}
 	statsBefore, _ := conntrackStats(ctx, st.node.Name)
 	posBefore := ""
-	if target == targetVIP && st.p.Kernel == kernelIPTables {
+	if target == targetVIP && st.p.Kernel == kstate.IPTables {
 		posBefore = rulePosition(ctx, st.node.Name, st.vip)
 	}
-	var cpu0 float64
+	var cpu0 sandbox.CPUTimes
 	if st.pid != 0 {
-		cpu0, _ = readCPU(st.pid)
+		cpu0, _ = sandbox.ReadCPU(st.pid)
 	}
 	lctx, cancel := context.WithTimeout(ctx, b.cfg.Warmup+b.cfg.Duration+b.cfg.Timeout+30*time.Second)
 	defer cancel()
@@ -585,8 +564,8 @@ func (b *bench) loop(ctx context.Context, st *site, target string, workers int) 
 		l.RulePosition = posBefore + " → " + rulePosition(ctx, st.node.Name, st.vip)
 	}
 	if st.pid != 0 {
-		if cpu1, err := readCPU(st.pid); err == nil {
-			l.ProxyCPUS = round(cpu1-cpu0, 2)
+		if cpu1, err := sandbox.ReadCPU(st.pid); err == nil {
+			l.ProxyCPUS = stats.Round(cpu1.Sub(cpu0).Total(), 2)
 		}
 	}
 	if out, err := harness.Exec(ctx, st.node.Name, "cat", "/proc/sys/net/netfilter/nf_conntrack_count"); err == nil {
@@ -612,7 +591,7 @@ func rulePosition(ctx context.Context, node, vip string) string {
 	if err != nil {
 		return "?"
 	}
-	return positionIn(out, vip)
+	return kstate.PositionIn(out, vip)
 }
 
 // conntrackStats sums conntrack -S's per-CPU counters in the node.
@@ -635,108 +614,13 @@ func conntrackStats(ctx context.Context, node string) (map[string]int64, error) 
 	return sum, nil
 }
 
-// proxyPid is the pid of the proxy the harness started on node (its pid file).
-func proxyPid(stateDir, node string) (int, error) {
-	b, err := os.ReadFile(filepath.Join(stateDir, "pids", "proxy-"+node+".pid"))
-	if err != nil {
-		return 0, err
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0, fmt.Errorf("empty pid file for proxy-%s", node)
-	}
-	return strconv.Atoi(f[0])
-}
-
-// readCPU is the process's CPU seconds, its own and its waited-for children's (iptables-restore,
-// nft): /proc/<pid>/stat fields 14-17, in 1/100 s.
-func readCPU(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3
-	if len(f) < 15 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	var sum float64
-	for k := 11; k < 15; k++ {
-		n, err := strconv.ParseUint(f[k], 10, 64)
-		if err != nil {
-			return 0, err
-		}
-		sum += float64(n) / 100
-	}
-	return sum, nil
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(b))
-}
-
-// resolveK8sBin sets cfg.K8sBin to build-k8s.sh's directory when not given.
-func resolveK8sBin(cfg *config) error {
-	if cfg.K8sBin != "" {
-		return nil
-	}
-	out, err := exec.Command(filepath.Join(repoRoot(), "e2e", "tools", "build-k8s.sh")).Output()
-	if err != nil {
-		return fmt.Errorf("e2e/tools/build-k8s.sh: %w (or pass -k8s-bin)", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	cfg.K8sBin = lines[len(lines)-1]
-	return nil
-}
-
-// lockPrefix makes sure no other run uses the prefix: a flock on
-// /run/kproxy-e2e/<prefix>.lock, as kpbench's.
-func lockPrefix(prefix string) (func(), error) {
-	if err := os.MkdirAll("/run/kproxy-e2e", 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(filepath.Join("/run/kproxy-e2e", prefix+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("prefix %s is in use by another run (%s.lock): %w", prefix, prefix, err)
-	}
-	return func() { _ = f.Close() }, nil
-}
-
-func commandLine() string {
-	var env []string
-	if v, ok := os.LookupEnv("KPROXY_K8S_BIN"); ok {
-		env = append(env, "KPROXY_K8S_BIN="+v)
-	}
-	return strings.TrimSpace(strings.Join(env, " ") + " " + strings.Join(os.Args, " "))
-}
-
+// machine is record.Machine with the load average at start always set ("?" unreadable), the
+// nice value and the conntrack table's size.
 func machine() map[string]any {
-	m := map[string]any{"nproc": runtime.NumCPU(), "loadavgAtStart": loadavg()}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m["kernel"] = strings.TrimSpace(string(b))
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				m["cpu"] = strings.TrimSpace(l[strings.IndexByte(l, ':')+1:])
-				break
-			}
-		}
-	}
-	if n, err := syscall.Getpriority(syscall.PRIO_PROCESS, 0); err == nil {
-		m["nice"] = 20 - n // the raw syscall returns 20 - nice
+	m := record.Machine()
+	m["loadavgAtStart"] = record.Loadavg()
+	if n, err := record.Nice(); err == nil {
+		m["nice"] = n
 	}
 	if b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_max"); err == nil {
 		m["nfConntrackMax"] = strings.TrimSpace(string(b))
@@ -745,22 +629,10 @@ func machine() map[string]any {
 }
 
 func versions(cfg config) map[string]string {
-	v := map[string]string{"go": runtime.Version()}
-	first := func(name string, args ...string) string {
-		out, err := exec.Command(name, args...).CombinedOutput()
-		if err != nil {
-			return "? (" + err.Error() + ")"
-		}
-		return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	v := record.ProxyVersions(cfg.KProxyBin, cfg.K8sBin)
+	for _, tool := range []string{"iptables", "nft", "conntrack"} {
+		v[tool] = record.ToolVersion(tool, "--version")
 	}
-	v["kproxy"] = first(cfg.KProxyBin, "--version")
-	v["kproxyBinary"] = cfg.KProxyBin
-	v["kube-proxy"] = first(filepath.Join(cfg.K8sBin, "kube-proxy"), "--version")
-	v["kube-apiserver"] = first(filepath.Join(cfg.K8sBin, "kube-apiserver"), "--version")
-	v["iptables"] = first("iptables", "--version")
-	v["nft"] = first("nft", "--version")
-	v["conntrack"] = first("conntrack", "--version")
-	v["repo"] = first("git", "-C", repoRoot(), "describe", "--always", "--dirty")
 	return v
 }
 
@@ -770,15 +642,8 @@ func writeResults(cfg config, res *results) error {
 	if cfg.ResultsDir == "-" {
 		return nil
 	}
-	if err := os.MkdirAll(cfg.ResultsDir, 0o755); err != nil {
-		return err
-	}
-	base := filepath.Join(cfg.ResultsDir, time.Now().UTC().Format("2006-01-02")+"-"+cfg.What)
-	b, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(base+".json", append(b, '\n'), 0o644); err != nil {
+	base := record.Base(cfg.ResultsDir, cfg.What)
+	if err := record.WriteJSON(base+".json", res); err != nil {
 		return err
 	}
 	var md strings.Builder

@@ -5,61 +5,9 @@ import (
 	"math"
 	"sort"
 	"strings"
+
+	"github.com/kproxy/kproxy/bench/internal/stats"
 )
-
-// dist summarises samples (µs).
-type dist struct {
-	N    int     `json:"n"`
-	Min  float64 `json:"min"`
-	P50  float64 `json:"p50"`
-	P90  float64 `json:"p90"`
-	P99  float64 `json:"p99"`
-	Max  float64 `json:"max"`
-	Mean float64 `json:"mean"`
-}
-
-// percentile is the nearest-rank percentile of sorted samples: the smallest sample with at
-// least p% of the samples at or below it. 0 for no samples.
-func percentile(sorted []float64, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	k := int(math.Ceil(p/100*float64(len(sorted)))) - 1
-	k = max(0, min(k, len(sorted)-1))
-	return sorted[k]
-}
-
-// summarize sorts a copy of xs and returns its distribution, rounded to 0.1 µs.
-func summarize(xs []float64) dist {
-	if len(xs) == 0 {
-		return dist{}
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	var sum float64
-	for _, v := range s {
-		sum += v
-	}
-	return dist{N: len(s), Min: round(s[0], 1), P50: round(percentile(s, 50), 1), P90: round(percentile(s, 90), 1),
-		P99: round(percentile(s, 99), 1), Max: round(s[len(s)-1], 1), Mean: round(sum/float64(len(s)), 1)}
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func round(v float64, digits int) float64 {
-	p := math.Pow(10, float64(digits))
-	return math.Round(v*p) / p
-}
 
 // Targets of a loop.
 const (
@@ -195,7 +143,7 @@ func summarise(runs []*runResult, proxyNames []string, workers []int) []summaryR
 				}
 			}
 			if len(vs) > 0 {
-				row.Median[p] = median(vs)
+				row.Median[p] = stats.Median(vs)
 				row.Rounds[p] = len(vs)
 			}
 		}
@@ -228,13 +176,13 @@ func summarise(runs []*runResult, proxyNames []string, workers []int) []summaryR
 			}
 		}
 		for p, rs := range ratios {
-			row.Ratio[p] = round(median(rs), 3)
+			row.Ratio[p] = stats.Round(stats.Median(rs), 3)
 		}
 		if len(limits) > 0 {
-			row.Limit = median(limits)
+			row.Limit = stats.Median(limits)
 		}
 		if len(limitRatios) > 0 {
-			row.LimitRatio = round(median(limitRatios), 3)
+			row.LimitRatio = stats.Round(stats.Median(limitRatios), 3)
 		}
 		rows = append(rows, row)
 	}

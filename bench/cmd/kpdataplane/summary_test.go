@@ -1,59 +1,15 @@
 package main
 
 import (
-	"math"
 	"strings"
 	"testing"
+
+	"github.com/kproxy/kproxy/bench/internal/stats"
 )
-
-func TestPercentileNearestRank(t *testing.T) {
-	s := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
-	for _, c := range []struct{ p, want float64 }{{50, 5}, {90, 9}, {99, 10}, {100, 10}, {0, 1}, {10, 1}, {11, 2}} {
-		if got := percentile(s, c.p); got != c.want {
-			t.Errorf("p%v = %v, want %v", c.p, got, c.want)
-		}
-	}
-	if got := percentile(nil, 50); got != 0 {
-		t.Errorf("empty: %v", got)
-	}
-	if got := percentile([]float64{7}, 99); got != 7 {
-		t.Errorf("one sample: %v", got)
-	}
-}
-
-func TestSummarize(t *testing.T) {
-	var xs []float64
-	for i := 200; i >= 1; i-- { // unsorted on purpose
-		xs = append(xs, float64(i))
-	}
-	d := summarize(xs)
-	want := dist{N: 200, Min: 1, P50: 100, P90: 180, P99: 198, Max: 200, Mean: 100.5}
-	if d != want {
-		t.Fatalf("summarize = %+v, want %+v", d, want)
-	}
-	if xs[0] != 200 {
-		t.Fatal("summarize sorted its input")
-	}
-	if (summarize(nil) != dist{}) {
-		t.Fatal("empty input")
-	}
-}
-
-func TestMedian(t *testing.T) {
-	if m := median([]float64{3, 1, 2}); m != 2 {
-		t.Errorf("odd: %v", m)
-	}
-	if m := median([]float64{4, 1, 2, 3}); m != 2.5 {
-		t.Errorf("even: %v", m)
-	}
-	if !math.IsNaN(median(nil)) {
-		t.Error("empty: want NaN")
-	}
-}
 
 func loop(target string, w int, rate, c50, c99, r50, r99 float64) loopResult {
 	return loopResult{Target: target, Workers: w, Conns: 100, Rate: rate,
-		Connect: dist{P50: c50, P99: c99}, RR: dist{P50: r50, P99: r99}, First: dist{P50: c50 + r50, P99: c99 + r99}}
+		Connect: stats.Dist{P50: c50, P99: c99}, RR: stats.Dist{P50: r50, P99: r99}, First: stats.Dist{P50: c50 + r50, P99: c99 + r99}}
 }
 
 // Two rounds of kproxy, one upstream and the no-proxy limit.
@@ -135,53 +91,11 @@ func TestPrintTable(t *testing.T) {
 	}
 }
 
-func TestParsers(t *testing.T) {
-	ipt := `*nat
--A KUBE-SERVICES -d 100.100.0.10/32 -p tcp -m comment --comment "dp/target cluster IP" -m tcp --dport 80 -j KUBE-SVC-ABC
--A KUBE-SEP-XYZ -p tcp -m comment --comment dp/target -m tcp -j DNAT --to-destination 100.64.1.12:7790
--A OTHER -d 100.100.0.11/32 -j KUBE-SVC-DEF
-`
-	st := parseIPTablesSave(ipt)
-	if !st.vips["100.100.0.10"] || st.vips["100.100.0.11"] || !st.eps["100.64.1.12:7790"] {
-		t.Errorf("iptables: %+v", st)
-	}
-	if n := missing(st, []string{"100.100.0.10", "100.100.0.12"}, []string{"100.64.1.12:7790", "100.64.10.1:8080"}); n != 2 {
-		t.Errorf("missing %d", n)
-	}
-	nft := `table ip kube-proxy {
-	map service-ips {
-		elements = { 100.100.0.10 . tcp . 80 : goto service-ABC-dp/target/tcp/ }
-	}
-	chain endpoint-X {
-		meta l4proto tcp dnat to 100.64.1.12:7790
-	}
-	map endpoints { elements = { 0 : 100.64.10.1 . 8080 } }
-}`
-	st = parseNFT(nft)
-	if !st.vips["100.100.0.10"] || !st.eps["100.64.10.1:8080"] || !st.eps["100.64.1.12:7790"] {
-		t.Errorf("nft: %+v", st)
-	}
-}
-
 func TestParseInts(t *testing.T) {
 	if v, err := parseInts("10, 10000", 0); err != nil || len(v) != 2 || v[1] != 10000 {
 		t.Errorf("%v %v", v, err)
 	}
 	if _, err := parseInts("1,0", 1); err == nil {
 		t.Error("0 workers accepted")
-	}
-}
-
-func TestPositionIn(t *testing.T) {
-	out := `-N KUBE-SERVICES
--A KUBE-SERVICES -d 100.100.0.1/32 -p tcp -m tcp --dport 443 -j KUBE-SVC-A
--A KUBE-SERVICES -d 100.100.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-B
--A KUBE-SERVICES -d 100.100.0.100/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-C
--A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
-`
-	for vip, want := range map[string]string{"100.100.0.10": "2/4", "100.100.0.100": "3/4", "100.100.0.1": "1/4", "100.100.0.2": "-/4"} {
-		if got := positionIn(out, vip); got != want {
-			t.Errorf("%s: %s, want %s", vip, got, want)
-		}
 	}
 }
