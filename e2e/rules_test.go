@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -159,4 +160,36 @@ func lineDiff(a, b string) (onlyA, onlyB []string) {
 		}
 	}
 	return onlyA, onlyB
+}
+
+// kproxy reads the cluster's ServiceCIDR objects (the apiserver makes "kubernetes" from its
+// --service-cluster-ip-range; the e2e harness gives kproxy no such flag): filter
+// KUBE-SERVICES then rejects unused service addresses and ports with one rule per range
+// instead of one per ClusterIP, and both an unallocated address and a ClusterIP's other port
+// are refused at once.
+func TestServiceCIDRObjectsRejectUnused(t *testing.T) {
+	const ns = "servicecidr"
+	ctx := setup(t, ns)
+	client, backend := cluster.Pod(1, 1), cluster.Pod(2, 1)
+	svc := createService(ctx, t, newService(ns, "echo", corev1.ServiceTypeClusterIP), harness.Endpoints(backend))
+	firstReply(ctx, t, client.Name, harness.TCP, clusterIPAddr(svc), programTimeout)
+	want := fmt.Sprintf("-A KUBE-SERVICES -d %s -m comment --comment \"kubernetes service CIDR: address or port not in use\" -j REJECT", harness.ServiceCIDR)
+	for _, n := range cluster.Nodes {
+		dump := execOut(ctx, t, n, "iptables-save", "-t", "filter")
+		if !strings.Contains(dump, want+" --reject-with icmp-port-unreachable") && !strings.Contains(dump, want+"\n") {
+			t.Errorf("%s: filter KUBE-SERVICES has no rule %q:\n%s", n.Name, want, strings.Join(rulesMentioning(dump, "KUBE-SERVICES"), "\n"))
+		}
+		if lines := rulesMentioning(dump, "port not in use\""); len(lines) != 1 {
+			t.Errorf("%s: %d \"not in use\" rules, want the one per range:\n%s", n.Name, len(lines), strings.Join(lines, "\n"))
+		}
+	}
+	// 100.100.0.250 lies in the apiserver's static band, which dynamic allocation uses only
+	// when the rest of the /16 is full; no test asks for it.
+	a := harness.ServiceCIDR.Addr().As4()
+	a[3] = 250
+	unallocated := hostPort(netip.AddrFrom4(a).String(), 80)
+	for _, addr := range []string{unallocated, hostPort(svc.Spec.ClusterIP, 81)} {
+		err, _ := untilFails(ctx, t, client.Name, harness.TCP, addr, harness.RequestOptions{}, refused, programTimeout)
+		t.Logf("%s → %s: %v", client.Name, addr, err)
+	}
 }

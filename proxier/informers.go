@@ -3,6 +3,7 @@ package proxier
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -44,7 +45,13 @@ type Feed struct {
 	Resync   time.Duration // informer resync period (--config-sync-period)
 	Tracker  Tracker
 	// OnNode receives this node's name and zone on every change of its Node object.
-	OnNode  func(endpoints.NodeInfo)
+	OnNode func(endpoints.NodeInfo)
+	// OnServiceCIDRs, when set, receives the service ranges of every ServiceCIDR object
+	// (networking.k8s.io/v1), sorted and without repeats, on start and on every change. nil
+	// watches no ServiceCIDRs (--service-cluster-ip-range names them).
+	OnServiceCIDRs func([]netip.Prefix)
+	// Report receives a problem with an API object (see Reporter); nil logs only.
+	Report  func(kind, namespace, name, reason, message string)
 	Health  *Health
 	Request func()
 }
@@ -179,7 +186,17 @@ func (f *Feed) Start(ctx context.Context) error {
 	// holds the initial list, its handler only once every item of that list has been
 	// delivered. Waiting for the informers let the first (full) sync see part of the
 	// services and delete the chains of the others until the next sync.
-	if !cache.WaitForCacheSync(ctx.Done(), svcReg.HasSynced, sliceReg.HasSynced, nodeReg.HasSynced) {
+	synced := []cache.InformerSynced{svcReg.HasSynced, sliceReg.HasSynced, nodeReg.HasSynced}
+	if f.OnServiceCIDRs != nil {
+		cidrSynced, err := f.watchServiceCIDRs(ctx)
+		if err != nil {
+			return err
+		}
+		if cidrSynced != nil {
+			synced = append(synced, cidrSynced)
+		}
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return fmt.Errorf("informer caches did not sync: %w", ctx.Err())
 	}
 	logger.Info("Informer caches synced", "elapsed", time.Since(start))

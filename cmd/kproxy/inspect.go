@@ -156,6 +156,13 @@ func inspect(ctx context.Context, cfg Config, sels []selector, src netip.Addr) (
 	if err != nil {
 		return nil, err
 	}
+	if len(cfg.ServiceCIDRs) == 0 {
+		// The daemon's ranges when --service-cluster-ip-range is unset (kube-proxy's role may
+		// list them; without the right, the daemon has none either).
+		if list, err := client.NetworkingV1().ServiceCIDRs().List(ctx, metav1.ListOptions{}); err == nil {
+			cfg.ServiceCIDRs = proxier.ServiceCIDRRanges(ctx, ptrs(list.Items))
+		}
+	}
 	info := endpoints.NodeInfo{Name: name}
 	if node != nil {
 		info.Zone = node.Labels[proxier.LabelZone]
@@ -174,6 +181,14 @@ func inspect(ctx context.Context, cfg Config, sels []selector, src netip.Addr) (
 		reps = append(reps, rep)
 	}
 	return reps, nil
+}
+
+func ptrs[T any](items []T) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	return out
 }
 
 // listObjects reads the Services and EndpointSlices kproxy's informers would see (without the

@@ -171,7 +171,7 @@ func newFlagSet(fv *flagValues) *pflag.FlagSet {
 	fs.StringVar(&fv.podIfPrefix, "pod-interface-name-prefix", "", "The name prefix of pod interfaces, with --detect-local-mode=InterfaceNamePrefix.")
 	fs.StringSliceVar(&fv.nodePortAddrs, "nodeport-addresses", nil, "CIDRs of the node addresses NodePorts answer on, or 'primary' for the node's primary IP. Default: every local address.")
 	fs.BoolVar(&fv.localhostNP, "iptables-localhost-nodeports", false, "Also answer NodePorts on 127.0.0.0/8 (sets net.ipv4.conf.all.route_localnet=1). Off by default in kproxy (on in kube-proxy).")
-	fs.StringVar(&fv.serviceCIDRs, "service-cluster-ip-range", "", "The service CIDRs (comma-separated, kproxy only). When set, traffic to an address in them that no service port captures is rejected with one rule per range.")
+	fs.StringVar(&fv.serviceCIDRs, "service-cluster-ip-range", "", "The service CIDRs (comma-separated, kproxy only), instead of the cluster's ServiceCIDR objects. Traffic to an address in them that no service port captures is rejected with one rule per range.")
 	fs.StringVar(&fv.ipvsScheduler, "ipvs-scheduler", "rr", "The IPVS scheduler: rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq or mh.")
 	fs.BoolVar(&fv.ipvsStrictARP, "ipvs-strict-arp", false, "Set arp_ignore=1 and arp_announce=2 so service IPs on kube-ipvs0 are not answered by ARP.")
 	fs.StringSliceVar(&fv.ipvsExclude, "ipvs-exclude-cidrs", nil, "CIDRs whose IPVS virtual servers kproxy never touches (owned by someone else).")

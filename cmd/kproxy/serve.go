@@ -114,7 +114,7 @@ func serve(ctx context.Context, cfg Config) error {
 	}
 	feed := &proxier.Feed{
 		Client: client, NodeName: nodeName, Resync: cfg.ConfigSyncPeriod,
-		Tracker: trackers, Health: health,
+		Tracker: trackers, Health: health, Report: report,
 		OnNode: func(n endpoints.NodeInfo) {
 			for _, st := range stacks {
 				st.rec.SetNode(n)
@@ -126,6 +126,7 @@ func serve(ctx context.Context, cfg Config) error {
 			}
 		},
 	}
+	feed.OnServiceCIDRs = serviceCIDRsSink(cfg, stacks)
 	if err := feed.Start(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -152,6 +153,32 @@ func serve(ctx context.Context, cfg Config) error {
 	wg.Wait()
 	logger.Info("Stopped kproxy")
 	return nil
+}
+
+// serviceCIDRSetter is a backend that takes the service ranges while running (iptables mode).
+type serviceCIDRSetter interface{ SetServiceCIDRs([]netip.Prefix) }
+
+// serviceCIDRsSink is where the ServiceCIDR objects' ranges go: every backend that takes
+// them. nil (no ServiceCIDR informer) when --service-cluster-ip-range names the ranges or no
+// backend takes them.
+func serviceCIDRsSink(cfg Config, stacks []*stack) func([]netip.Prefix) {
+	if len(cfg.ServiceCIDRs) > 0 {
+		return nil
+	}
+	var setters []serviceCIDRSetter
+	for _, st := range stacks {
+		if s, ok := st.backend.(serviceCIDRSetter); ok {
+			setters = append(setters, s)
+		}
+	}
+	if len(setters) == 0 {
+		return nil
+	}
+	return func(cidrs []netip.Prefix) {
+		for _, s := range setters {
+			s.SetServiceCIDRs(cidrs)
+		}
+	}
 }
 
 // ipFamilies returns the families to program: the bind address's first, then the other one

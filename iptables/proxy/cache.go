@@ -23,7 +23,8 @@ import (
 //
 // The shared chains (nat KUBE-SERVICES, ...) are assembled from every port's rules in them;
 // the cache keeps the last assembly and assembles again only when a port that changed has
-// different rules there (or appeared, or is gone), or the node's NodePort addresses changed.
+// different rules there (or appeared, or is gone), or the node's NodePort addresses or the
+// service CIDRs (the one Config field that changes, Proxier.SetServiceCIDRs) changed.
 // The rule and chain counts are running totals.
 //
 // Per sync the cache costs one pass over the snapshot's service ports (a map lookup and two
@@ -39,9 +40,10 @@ type portCache struct {
 	totals portTotals
 
 	// shared is the last assembly of the shared chains (no service chains), from
-	// nodePortIPs; nil when a change made it stale.
-	shared      *Rules
-	nodePortIPs []netip.Addr
+	// nodePortIPs and serviceCIDRs; nil when a change made it stale.
+	shared       *Rules
+	nodePortIPs  []netip.Addr
+	serviceCIDRs []netip.Prefix
 }
 
 // portTotals sums what the cached ports render.
@@ -201,9 +203,9 @@ func (c *portCache) resort(added []*cachedPort, removed int) {
 // rules returns the rules of every cached port assembled with r, with each port's own chains
 // when serviceChains is set, every rule canonicalised, and the rule counts.
 func (c *portCache) rules(r *renderer, nodePortIPs []netip.Addr, serviceChains bool) (Rules, RuleCounts) {
-	if c.shared == nil || !slices.Equal(c.nodePortIPs, nodePortIPs) {
+	if c.shared == nil || !slices.Equal(c.nodePortIPs, nodePortIPs) || !slices.Equal(c.serviceCIDRs, r.cfg.ServiceCIDRs) {
 		shared := r.assemble(c.all, nodePortIPs, assembleOptions{canon: canonicalRules(r.cfg.Family)})
-		c.shared, c.nodePortIPs = &shared, slices.Clone(nodePortIPs)
+		c.shared, c.nodePortIPs, c.serviceCIDRs = &shared, slices.Clone(nodePortIPs), slices.Clone(r.cfg.ServiceCIDRs)
 	}
 	out := *c.shared
 	out.ServicePorts, out.Endpoints = c.totals.servicePorts, c.totals.endpoints

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -387,6 +388,39 @@ func TestLargeClusterFlipInPartialSync(t *testing.T) {
 	for _, c := range userChains(t, f, "KUBE-SEP-") {
 		if c == gone {
 			t.Errorf("chain %s of the removed endpoint is still there", gone)
+		}
+	}
+}
+
+// Service CIDRs set while running (the ServiceCIDR objects) take effect at the next sync,
+// partial too, and leave the kernel as a proxier started with them would; taking them away
+// brings back the per-ClusterIP rejects.
+func TestSetServiceCIDRsInPartialSync(t *testing.T) {
+	ctx := context.Background()
+	f := iptables.NewFake(iptables.IPv4)
+	p := NewProxier(f, Config{ClusterCIDR: clusterCIDR})
+	w := benchWorld(20)
+	if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	name := portName("ns1", "svc00001", "http", v1.ProtocolTCP)
+	cidrs := []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}
+	for step, set := range [][]netip.Prefix{cidrs, {}} {
+		p.SetServiceCIDRs(set)
+		w.endpoints[name] = w.endpoints[name][:len(w.endpoints[name])-1]
+		if err := p.Apply(ctx, changedOne(w, name), testNode, false); err != nil {
+			t.Fatal(err)
+		}
+		fresh := iptables.NewFake(iptables.IPv4)
+		if err := NewProxier(fresh, Config{ClusterCIDR: clusterCIDR, ServiceCIDRs: set}).Apply(ctx, w.snapshot(), testNode, true); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(fresh.Dump(), f.Dump()); diff != "" {
+			t.Errorf("step %d, service CIDRs %v (-fresh +partial):\n%s", step, set, diff)
+		}
+		rejects := strings.Count(f.Dump(), "-j REJECT")
+		if want := map[int]int{0: 1, 1: 20}[step]; rejects != want {
+			t.Errorf("step %d: %d REJECT rules, want %d", step, rejects, want)
 		}
 	}
 }

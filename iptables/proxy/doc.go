@@ -35,7 +35,8 @@
 //	                                endpoints only elsewhere; then (kproxy, beyond upstream's
 //	                                iptables mode, like its nftables mode) REJECT whatever else
 //	                                goes to a ClusterIP (one rule per IP) or to the service
-//	                                CIDRs (one rule per CIDR, Config.ServiceCIDRs)
+//	                                CIDRs (one rule per CIDR, Config.ServiceCIDRs: the
+//	                                ServiceCIDR objects, Proxier.SetServiceCIDRs, or the flag)
 //	filter KUBE-EXTERNAL-SERVICES   the same REJECT/DROP for node ports, externalIPs and
 //	                                load-balancer IPs
 //	filter KUBE-PROXY-FIREWALL      DROP what KUBE-FW let fall through

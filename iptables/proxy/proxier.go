@@ -59,12 +59,22 @@ type Proxier struct {
 	mu     sync.Mutex
 	counts RuleCounts
 	stats  SyncStats
+	// serviceCIDRs, when not nil, replaces cfg.ServiceCIDRs from the next sync on.
+	serviceCIDRs []netip.Prefix
 }
 
 // NewProxier returns an iptables mode backend writing through ipt. It does nothing until the
 // first Apply.
 func NewProxier(ipt iptables.Interface, cfg Config) *Proxier {
 	return &Proxier{ipt: ipt, cfg: cfg, cache: newPortCache()}
+}
+
+// SetServiceCIDRs sets the service ranges (Config.ServiceCIDRs) from the next sync on: the
+// ServiceCIDR objects of the cluster. Safe to call from any goroutine.
+func (p *Proxier) SetServiceCIDRs(cidrs []netip.Prefix) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.serviceCIDRs = append([]netip.Prefix{}, cidrs...)
 }
 
 // Mode returns "iptables".
@@ -135,6 +145,11 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 	if kind == syncFull {
 		p.cache = newPortCache()
 	}
+	p.mu.Lock()
+	if p.serviceCIDRs != nil {
+		p.cfg.ServiceCIDRs = p.serviceCIDRs
+	}
+	p.mu.Unlock()
 	in := Input{Services: snap.Services, Endpoints: snap.Endpoints, Node: node, Config: p.cfg}
 	if len(p.cfg.NodePortAddresses) > 0 {
 		ips, err := p.nodePortIPs()
