@@ -136,7 +136,7 @@ func (a *Agent) setReady(err error) {
 // Run starts the Node informer, waits for its cache and syncs until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	defer func() { _ = a.closer() }()
-	factory := informers.NewSharedInformerFactory(a.opts.Client, 0)
+	factory := informers.NewSharedInformerFactoryWithOptions(a.opts.Client, 0, informers.WithTransform(trimNode))
 	nodes := factory.Core().V1().Nodes()
 	a.lister = nodes.Lister()
 	a.runner = proxier.NewRunner("datapath", a.sync, proxier.RunnerOptions{
@@ -166,6 +166,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.runner.Run(ctx)
 	return nil
+}
+
+// trimNode drops what the datapath never reads of a Node before the informer stores it:
+// proxier.Trim's fields and the list of container images (often most of a Node's size).
+func trimNode(obj any) (any, error) {
+	if n, ok := obj.(*v1.Node); ok {
+		n.Status.Images = nil
+	}
+	return proxier.Trim(obj)
 }
 
 // nodeChanged reports whether an update changes what the datapath computes from a node (a

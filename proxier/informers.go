@@ -108,9 +108,9 @@ func (f *Feed) Start(ctx context.Context) error {
 		return err
 	}
 	selector := labels.NewSelector().Add(*noProxyName, *noHeadless).String()
-	factory := informers.NewSharedInformerFactoryWithOptions(f.Client, f.Resync,
+	factory := informers.NewSharedInformerFactoryWithOptions(f.Client, f.Resync, informers.WithTransform(Trim),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
-	nodeFactory := informers.NewSharedInformerFactoryWithOptions(f.Client, f.Resync,
+	nodeFactory := informers.NewSharedInformerFactoryWithOptions(f.Client, f.Resync, informers.WithTransform(Trim),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", f.NodeName).String()
 		}))
@@ -201,6 +201,30 @@ func (f *Feed) Start(ctx context.Context) error {
 	}
 	logger.Info("Informer caches synced", "elapsed", time.Since(start))
 	return nil
+}
+
+// lastApplied is kubectl apply's copy of the whole object, kept as an annotation.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// Trim drops, before an informer stores an object, what kproxy never reads and what often
+// is the larger part of a Service or EndpointSlice: its managedFields and kubectl's
+// last-applied annotation. The informers keep every object for as long as it exists, so at
+// 10,000 services this is memory held all the time.
+func Trim(obj any) (any, error) {
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return obj, nil // a tombstone: its object was trimmed when stored
+	}
+	m.SetManagedFields(nil)
+	if a := m.GetAnnotations(); a != nil {
+		if _, ok := a[lastApplied]; ok {
+			delete(a, lastApplied)
+			if len(a) == 0 {
+				m.SetAnnotations(nil)
+			}
+		}
+	}
+	return obj, nil
 }
 
 func (f *Feed) onNode(obj any) {

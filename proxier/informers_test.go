@@ -3,6 +3,8 @@ package proxier
 import (
 	"context"
 	"fmt"
+	"maps"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,5 +57,61 @@ func TestFeedStartWaitsForHandlers(t *testing.T) {
 	}
 	if s, e := tr.services.Load(), tr.slices.Load(); s != n || e != n {
 		t.Errorf("when Start returned the tracker had %d services and %d slices of %d", s, e, n)
+	}
+}
+
+// keepTracker keeps the last service and slice it was handed.
+type keepTracker struct {
+	mu    sync.Mutex
+	svc   *v1.Service
+	slice *discovery.EndpointSlice
+}
+
+func (t *keepTracker) OnServiceAdd(s *v1.Service) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.svc = s
+}
+func (t *keepTracker) OnServiceUpdate(_, _ *v1.Service) {}
+func (t *keepTracker) OnServiceDelete(*v1.Service)      {}
+func (t *keepTracker) OnEndpointSliceAdd(s *discovery.EndpointSlice) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.slice = s
+}
+func (t *keepTracker) OnEndpointSliceUpdate(_, _ *discovery.EndpointSlice) {}
+func (t *keepTracker) OnEndpointSliceDelete(*discovery.EndpointSlice)      {}
+
+// The informers store objects without managedFields and kubectl's last-applied copy (memory
+// held for every object), and keep every other annotation (the slice's trigger time feeds the
+// programming latency metric).
+func TestFeedTrimsObjects(t *testing.T) {
+	managed := []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate,
+		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{"f:ports":{}}}`)}}}
+	svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a", ManagedFields: managed,
+		Annotations: map[string]string{lastApplied: `{"kind":"Service"}`}}}
+	slice := &discovery.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-1", ManagedFields: managed,
+		Labels:      map[string]string{discovery.LabelServiceName: "a"},
+		Annotations: map[string]string{lastApplied: "{}", v1.EndpointsLastChangeTriggerTime: "2026-12-07T00:00:00Z"}},
+		AddressType: discovery.AddressTypeIPv4}
+	tr := &keepTracker{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := &Feed{Client: fake.NewClientset(svc, slice), NodeName: "node-1", Tracker: tr,
+		OnNode: func(endpoints.NodeInfo) {}, Request: func() {}}
+	if err := f.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.svc == nil || tr.slice == nil {
+		t.Fatalf("tracker got service %v, slice %v", tr.svc, tr.slice)
+	}
+	if tr.svc.ManagedFields != nil || tr.svc.Annotations != nil {
+		t.Errorf("service stored with managedFields %v, annotations %v", tr.svc.ManagedFields, tr.svc.Annotations)
+	}
+	want := map[string]string{v1.EndpointsLastChangeTriggerTime: "2026-12-07T00:00:00Z"}
+	if tr.slice.ManagedFields != nil || !maps.Equal(tr.slice.Annotations, want) {
+		t.Errorf("slice stored with managedFields %v, annotations %v; want none and %v", tr.slice.ManagedFields, tr.slice.Annotations, want)
 	}
 }

@@ -28,7 +28,7 @@ func (f *Feed) watchServiceCIDRs(ctx context.Context) (cache.InformerSynced, err
 		}
 		return nil, nil
 	}
-	factory := informers.NewSharedInformerFactory(f.Client, f.Resync)
+	factory := informers.NewSharedInformerFactoryWithOptions(f.Client, f.Resync, informers.WithTransform(Trim))
 	informer := factory.Networking().V1().ServiceCIDRs().Informer()
 	var last []netip.Prefix
 	changed := func(any) {
