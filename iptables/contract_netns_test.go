@@ -92,3 +92,54 @@ func TestHasRandomFully(t *testing.T) {
 		t.Errorf("HasRandomFully() = %v, %v; want true", ok, err)
 	}
 }
+
+// TestContractGeneration: the nf_tables generation of a namespace moves with every committed
+// change (a restore, an iptables command), in that namespace only, and not with a read; the
+// Fake's does the same.
+func TestContractGeneration(t *testing.T) {
+	ctx := context.Background()
+	kernel, other := newNetNS(t), newNetNS(t)
+	if !kernel.nftBackend() {
+		t.Skip("iptables is the legacy backend here: no nf_tables generation")
+	}
+	for _, r := range []interface {
+		Interface
+		Generation() (uint32, bool, error)
+	}{kernel, NewFake(IPv4)} {
+		gen := func() uint32 {
+			t.Helper()
+			g, ok, err := r.Generation()
+			if err != nil || !ok {
+				t.Fatalf("%T: generation %d, ok %v, err %v", r, g, ok, err)
+			}
+			return g
+		}
+		g0 := gen()
+		if _, err := r.Save(ctx, TableNAT); err != nil {
+			t.Fatal(err)
+		}
+		if g := gen(); g != g0 {
+			t.Errorf("%T: a read moved the generation %d → %d", r, g0, g)
+		}
+		if err := r.Restore(ctx, []byte("*nat\n:KUBE-GEN-TEST - [0:0]\n-A KUBE-GEN-TEST -j RETURN\nCOMMIT\n")); err != nil {
+			t.Fatal(err)
+		}
+		g1 := gen()
+		if g1 == g0 {
+			t.Errorf("%T: a restore left the generation at %d", r, g0)
+		}
+		if _, err := r.EnsureRule(ctx, Append, TableNAT, "KUBE-GEN-TEST", "-j", "ACCEPT"); err != nil {
+			t.Fatal(err)
+		}
+		if g := gen(); g == g1 {
+			t.Errorf("%T: a rule added by command left the generation at %d", r, g1)
+		}
+	}
+	og0, _, _ := other.Generation()
+	if err := kernel.Restore(ctx, []byte("*filter\n:KUBE-GEN-TEST - [0:0]\nCOMMIT\n")); err != nil {
+		t.Fatal(err)
+	}
+	if og, _, _ := other.Generation(); og != og0 {
+		t.Errorf("a change in one namespace moved another's generation %d → %d", og0, og)
+	}
+}

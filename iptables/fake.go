@@ -19,6 +19,15 @@ type Fake struct {
 	tables      map[Table]*fakeTable
 	restores    int
 	lastRestore []byte
+	gen         uint32 // committed changes, as the nf_tables generation
+}
+
+// Generation counts the Fake's committed changes, as Runner.Generation reads the nf_tables
+// generation of a namespace.
+func (f *Fake) Generation() (uint32, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gen, true, nil
 }
 
 var _ Interface = (*Fake)(nil)
@@ -184,6 +193,7 @@ func (f *Fake) EnsureChain(_ context.Context, table Table, chain Chain) (bool, e
 		return false, err
 	}
 	t.chains[chain] = &fakeChain{}
+	f.gen++
 	return false, nil
 }
 
@@ -218,5 +228,6 @@ func (f *Fake) EnsureRule(_ context.Context, pos RulePosition, table Table, chai
 		at = 0
 	}
 	t.insertRule(ch, at, r)
+	f.gen++
 	return false, nil
 }

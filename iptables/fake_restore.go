@@ -82,6 +82,7 @@ func (f *Fake) commit(tx *fakeTx, n int) error {
 		return &RestoreError{Line: n, Msg: fmt.Sprintf("Chain '%s' does not exist", tx.missing)}
 	}
 	f.tables[tx.table] = tx.t
+	f.gen++
 	return nil
 }
 

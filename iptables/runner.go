@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	goiptables "github.com/coreos/go-iptables/iptables"
 )
@@ -27,12 +29,19 @@ type Options struct {
 // the xtables lock) where the tool takes it.
 type Runner struct {
 	opts Options
+
+	backendOnce sync.Once
+	nft         bool // the tools are iptables-nft (nftBackend)
 }
 
 var _ Interface = (*Runner)(nil)
 
 // New returns a Runner. It runs nothing: a missing binary shows up on the first call.
 func New(opts Options) *Runner { return &Runner{opts: opts} }
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
 
 // Family returns the family the Runner programs.
 func (r *Runner) Family() Family {

@@ -303,6 +303,7 @@ func newBackend(ctx context.Context, cfg Config, family v1.IPFamily, node *v1.No
 		}
 		klog.FromContext(ctx).Info("iptables mode", "nodeIP", pcfg.NodeIP, "localDetector", pcfg.LocalDetector,
 			"nodePortAddresses", pcfg.NodePortAddresses, "serviceCIDRs", cfg.ServiceCIDRs)
+		pcfg.Generation = ipt.Generation
 		return iptproxy.NewProxier(ipt, pcfg), nil
 	case "ipvs":
 		return newIPVSBackend(ctx, cfg, family, node)

@@ -58,6 +58,11 @@ type Config struct {
 	// ConntrackTCPBeLiberal is whether net.netfilter.nf_conntrack_tcp_be_liberal is set; then,
 	// as upstream, KUBE-FORWARD does not drop packets in conntrack state INVALID.
 	ConntrackTCPBeLiberal bool
+	// Generation, when set, reads the nf_tables generation of the namespace (see
+	// iptables.Runner.Generation; ok false when it means nothing, e.g. iptables-legacy). An
+	// idle sync then reads the tables only when the generation moved since the last
+	// verification: at 10,000 services that read costs about 2.5 CPU seconds.
+	Generation func() (gen uint32, ok bool, err error)
 	// BatchServices is how many services' chains one iptables-restore writes; 0 means 100.
 	BatchServices int
 }

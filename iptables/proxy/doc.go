@@ -77,7 +77,10 @@
 // KUBE-PROXY-CANARY chains after its restore: a flush of the tables makes it go on with a
 // full sync at once, and the check's two execs are not on the path from a change to the
 // kernel. The idle check costs one iptables-save of each table plus a render and compare
-// (measured in bench/results/*-iptables-writer.md).
+// (measured in bench/results/*-iptables-writer.md); with iptables-nft it is skipped while the
+// namespace's nf_tables generation (Config.Generation, one netlink request) has not moved since
+// a check found the tables as desired: every committed change there, by hand or by any tool,
+// moves it, so a rule deleted by hand is still back within one sync period.
 //
 // This package owns, in the nat table, KUBE-SERVICES, KUBE-NODEPORTS, KUBE-MARK-MASQ,
 // KUBE-POSTROUTING and the per-service chains (KUBE-SVC-, KUBE-SVL-, KUBE-EXT-, KUBE-FW-,

@@ -41,6 +41,9 @@ type SyncStats struct {
 	// Verifications counts idle syncs that compared the kernel's tables with the desired
 	// state; Repairs those that found something to rewrite.
 	Verifications, Repairs int
+	// Quiet counts idle syncs that did not read the tables: the nf_tables generation showed
+	// that nothing changed in the kernel since a verification found it as desired.
+	Quiet int
 }
 
 // Proxier is the iptables mode backend. Apply must not be called concurrently with itself;
@@ -61,6 +64,11 @@ type Proxier struct {
 	stats  SyncStats
 	// serviceCIDRs, when not nil, replaces cfg.ServiceCIDRs from the next sync on.
 	serviceCIDRs []netip.Prefix
+
+	// verifiedGen is the nf_tables generation at which a full or verify sync found the
+	// kernel as known and wrote nothing; valid until the proxier writes or fails.
+	verifiedGen      uint32
+	verifiedGenValid bool
 }
 
 // NewProxier returns an iptables mode backend writing through ipt. It does nothing until the
@@ -106,7 +114,15 @@ const (
 	// syncFull reads the tables, as syncVerify, and is what the reconciler asks for at start,
 	// hourly and after a failure.
 	syncFull syncKind = "full"
+	// syncQuiet is a syncVerify that found the nf_tables generation where the last
+	// verification left it: nobody changed any ruleset since, so it trusts what the proxier
+	// knows, as syncPartial (it still writes what changed on the proxier's side, e.g. the
+	// service CIDRs).
+	syncQuiet syncKind = "quiet"
 )
+
+// reads reports whether a sync of this kind reads the kernel's tables first.
+func (k syncKind) reads() bool { return k == syncFull || k == syncVerify }
 
 // Apply brings the owned chains to the state snap describes, writing only what differs from
 // the kernel (see the package documentation). A full sync, and a partial one with nothing
@@ -116,9 +132,14 @@ const (
 // disappeared (someone flushed the tables), a full sync follows at once. Checking after the
 // restore keeps the two iptables execs of the check off the path from a change to the
 // kernel; a partial restore into flushed tables fails (its chains jump to chains that are
-// gone) or is rewritten by the full sync, and does not count as a failure.
+// gone) or is rewritten by the full sync, and does not count as a failure. With
+// Config.Generation, a sync with nothing changed reads the tables only when the nf_tables
+// generation moved since the last read found them as desired (syncQuiet).
 func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, full bool) error {
 	kind := p.chooseKind(full, len(snap.Changed) == 0)
+	if kind == syncVerify && p.kernelUnchanged(ctx) {
+		kind = syncQuiet
+	}
 	err := p.sync(ctx, snap, node, kind)
 	if kind == syncPartial {
 		if gone, cerr := p.canaryGone(ctx); cerr != nil || gone {
@@ -137,7 +158,11 @@ func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpo
 func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, kind syncKind) error {
 	logger := klog.FromContext(ctx)
 	start := time.Now()
-	if kind != syncPartial {
+	var gen uint32
+	genOK := false
+	if kind.reads() {
+		// The generation before the read: a change after it moves it, so it cannot hide.
+		gen, genOK = p.generation(ctx)
 		if err := p.refreshKnown(ctx); err != nil {
 			return err
 		}
@@ -159,10 +184,10 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 		in.NodePortIPs = ips
 	}
 	changes, r := p.cache.update(in, snap.Changed)
-	rules, counts := p.cache.rules(r, in.NodePortIPs, kind != syncPartial)
+	rules, counts := p.cache.rules(r, in.NodePortIPs, kind.reads())
 	var w writePlan
 	var desired chainState
-	if kind == syncPartial {
+	if !kind.reads() {
 		chains, gone := changedChains(changes)
 		w = planWrite(p.known, slices.Concat(rules.NAT, chains), rules.Filter, p.knownChains(gone), p.cfg.batchServices())
 	} else {
@@ -177,18 +202,27 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 			return fmt.Errorf("restore iptables rules (%d of %d): %w", i+1, len(w.restores), err)
 		}
 	}
-	if kind == syncPartial {
+	if !kind.reads() {
 		w.record(p.known)
 	} else {
 		p.known = desired
 	}
+	switch {
+	case len(w.restores) > 0:
+		p.verifiedGenValid = false
+	case kind.reads():
+		p.verifiedGen, p.verifiedGenValid = gen, genOK
+	}
 	p.mu.Lock()
 	p.counts = counts
-	if kind == syncVerify {
+	switch kind {
+	case syncVerify:
 		p.stats.Verifications++
 		if len(w.restores) > 0 {
 			p.stats.Repairs++
 		}
+	case syncQuiet:
+		p.stats.Quiet++
 	}
 	p.mu.Unlock()
 	logger.V(2).Info("Synced iptables rules", "sync", kind, "servicePorts", rules.ServicePorts,
@@ -211,6 +245,29 @@ func (p *Proxier) chooseKind(full, idle bool) syncKind {
 	return syncPartial
 }
 
+// kernelUnchanged reports whether the nf_tables generation is where the last verification
+// left it (Config.Generation; false when there is none, or after a write or failure).
+func (p *Proxier) kernelUnchanged(ctx context.Context) bool {
+	if !p.verifiedGenValid {
+		return false
+	}
+	gen, ok := p.generation(ctx)
+	return ok && gen == p.verifiedGen
+}
+
+// generation reads Config.Generation; ok is false without one or when it fails.
+func (p *Proxier) generation(ctx context.Context) (uint32, bool) {
+	if p.cfg.Generation == nil {
+		return 0, false
+	}
+	gen, ok, err := p.cfg.Generation()
+	if err != nil {
+		klog.FromContext(ctx).V(2).Info("Cannot read the nf_tables generation: verifying by reading the tables", "err", err)
+		return 0, false
+	}
+	return gen, ok
+}
+
 // refreshKnown reads the owned chains with iptables-save and puts back missing base chains,
 // canaries and base-chain jumps.
 func (p *Proxier) refreshKnown(ctx context.Context) error {
@@ -231,9 +288,10 @@ func (p *Proxier) refreshKnown(ctx context.Context) error {
 // returns err.
 func (p *Proxier) fail(err error, kind syncKind) error {
 	p.known = nil
+	p.verifiedGenValid = false
 	p.count(func(s *SyncStats) {
 		s.RestoreFailures++
-		if kind == syncPartial {
+		if !kind.reads() {
 			s.PartialRestoreFailures++
 		}
 	})

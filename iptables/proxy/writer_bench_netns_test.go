@@ -23,7 +23,8 @@ func BenchmarkWriterKernel(b *testing.B) {
 	ctx := context.Background()
 	n := *benchServices
 	w := benchWorld(n)
-	kernel := &counting{Interface: iptables.New(iptables.Options{NetNSPath: newNetNSPath(b)})}
+	runner := iptables.New(iptables.Options{NetNSPath: newNetNSPath(b)})
+	kernel := &counting{Interface: runner}
 	cfg := Config{ClusterCIDR: clusterCIDR}
 	p := NewProxier(kernel, cfg)
 
@@ -55,6 +56,22 @@ func BenchmarkWriterKernel(b *testing.B) {
 			if err := p.Apply(ctx, w.snapshot(), testNode, false); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+	b.Run("idle-quiet-generation-unchanged", func(b *testing.B) {
+		gcfg := cfg
+		gcfg.Generation = runner.Generation
+		pq := NewProxier(kernel, gcfg)
+		if err := pq.Apply(ctx, w.snapshot(), testNode, true); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if err := pq.Apply(ctx, w.snapshot(), testNode, false); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if st := pq.Stats(); st.Quiet == 0 || st.Verifications > 0 {
+			b.Fatalf("stats %+v: want quiet syncs only", st)
 		}
 	})
 	b.Run("idle-verify-repair-one-rule", func(b *testing.B) {

@@ -143,6 +143,62 @@ func TestIdleSyncRepairsHandEdits(t *testing.T) {
 	}
 }
 
+// With the nf_tables generation, an idle sync reads the tables only when something changed
+// in the kernel since the last read found them as desired: after the proxier's own write
+// (once), after a change by hand (and repairs it); otherwise it reads nothing and writes
+// nothing, but still writes what changed on its side (the service CIDRs).
+func TestIdleSyncReadsOnlyWhenTheGenerationMoved(t *testing.T) {
+	rec := &recording{Fake: iptables.NewFake(iptables.IPv4)}
+	p := NewProxier(rec, Config{ClusterCIDR: clusterCIDR, Generation: rec.Generation})
+	ctx := context.Background()
+	w := manyServices(3)
+	idle := func(step string, wantSaves, wantRestores int) {
+		t.Helper()
+		saves, restores := rec.saves, len(rec.payloads)
+		if err := p.Apply(ctx, w.snapshot(), testNode, false); err != nil {
+			t.Fatal(err)
+		}
+		if got := rec.saves - saves; (got > 0) != (wantSaves > 0) {
+			t.Errorf("%s: %d table reads, want %d", step, got, wantSaves)
+		}
+		if got := len(rec.payloads) - restores; got != wantRestores {
+			t.Errorf("%s: %d restores, want %d", step, got, wantRestores)
+		}
+	}
+	if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	want := rec.Dump()
+	idle("first idle sync after the full sync's write", 1, 0)
+	idle("second idle sync", 0, 0)
+	idle("third idle sync", 0, 0)
+
+	sep := endpointChainName(portName("ns1", "svc001", "p80", v1.ProtocolTCP), "tcp", readyEP("100.64.1.2", 8080))
+	edits := fmt.Sprintf("*nat\n-D %s 2\n-D KUBE-SERVICES 1\nCOMMIT\n", sep)
+	if err := rec.Fake.Restore(ctx, []byte(edits)); err != nil {
+		t.Fatal(err)
+	}
+	idle("idle sync after a change by hand", 1, 1)
+	if diff := cmp.Diff(want, rec.Dump()); diff != "" {
+		t.Errorf("after the repair (-before the edits +now):\n%s", diff)
+	}
+	idle("idle sync after the repair", 1, 0)
+	idle("idle sync after that", 0, 0)
+
+	p.SetServiceCIDRs([]netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")})
+	idle("idle sync with new service CIDRs", 0, 1)
+	fresh := iptables.NewFake(iptables.IPv4)
+	if err := NewProxier(fresh, Config{ClusterCIDR: clusterCIDR, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}}).Apply(ctx, w.snapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(fresh.Dump(), rec.Dump()); diff != "" {
+		t.Errorf("after the service CIDRs (-fresh +quiet sync):\n%s", diff)
+	}
+	if st := p.Stats(); st.Quiet != 4 || st.Verifications != 3 || st.Repairs != 1 {
+		t.Errorf("stats %+v, want 4 quiet syncs, 3 verifications, 1 repair", st)
+	}
+}
+
 func TestRestoreFailureCounters(t *testing.T) {
 	ipt := &failingRestore{Fake: iptables.NewFake(iptables.IPv4)}
 	p := NewProxier(ipt, Config{ClusterCIDR: clusterCIDR})
