@@ -88,6 +88,13 @@ func NewProxier(w Writers, cfg Config) (*Proxier, error) {
 	return &Proxier{w: w, cfg: cfg, planned: map[VSKey]bool{}, draining: map[VSKey]bool{}, now: time.Now}, nil
 }
 
+// HasState reports whether the kernel holds the services of a proxy that ran before this one
+// (a restart): kube-ipvs0 exists and has addresses bound. It writes nothing.
+func (p *Proxier) HasState(ctx context.Context) bool {
+	addrs, err := p.w.Links.ListAddrs(ctx, DummyDevice)
+	return err == nil && len(addrs) > 0
+}
+
 // Mode returns "ipvs".
 func (p *Proxier) Mode() string { return "ipvs" }
 

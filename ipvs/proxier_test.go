@@ -370,3 +370,17 @@ func TestSyncStatsForMetrics(t *testing.T) {
 		t.Errorf("restore failures = %d, want 1", e.p.RestoreFailures())
 	}
 }
+
+// HasState: a namespace where no proxy ran has no state; after a sync it has (a restart of
+// kproxy then serves /healthz 200 while its first sync runs).
+func TestHasState(t *testing.T) {
+	e := newEnv(t, testConfig())
+	ctx := context.Background()
+	if e.p.HasState(ctx) {
+		t.Fatal("fresh namespace: HasState true")
+	}
+	e.apply(t, newWorld().svc(webTCP(), readyEP("100.64.1.2", 8080)), true)
+	if !e.newProxier(t, testConfig()).HasState(ctx) {
+		t.Error("after a sync: a new proxier's HasState false")
+	}
+}

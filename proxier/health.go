@@ -84,6 +84,13 @@ func (h *Health) CountRequests(healthz, livez *prometheus.CounterVec) {
 	h.healthzTotal, h.livezTotal = healthz, livez
 }
 
+// Resumed is for a family whose kernel already holds the rules of a proxy that ran before
+// (a restart): they keep working while the first sync runs, so /healthz answers 200 from now
+// until the timeout, as if a sync had just succeeded; a load balancer that checks /healthz
+// then does not drain the node for a restart. Without it a family is unhealthy until its
+// first sync. (kube-proxy answers 200 while it starts whatever the kernel holds.)
+func (h *Health) Resumed(family string) { h.Updated(family) }
+
 // Updated records a successful sync of one family.
 func (h *Health) Updated(family string) {
 	h.mu.Lock()

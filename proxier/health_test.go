@@ -72,6 +72,25 @@ func TestHealth(t *testing.T) {
 }
 
 // With two families, /healthz is healthy only when both have synced recently.
+// A restart that finds its rules in the kernel is healthy from the start, until the timeout
+// if no sync succeeds; a family that did not resume is not.
+func TestHealthResumed(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	h := NewHealth(60*time.Second, []string{"IPv4", "IPv6"}, clk)
+	h.Resumed("IPv4")
+	if h.Healthy() {
+		t.Error("healthy with IPv6 neither resumed nor synced")
+	}
+	h.Resumed("IPv6")
+	if !h.Healthy() {
+		t.Error("not healthy right after resuming both families")
+	}
+	clk.Step(61 * time.Second)
+	if h.Healthy() {
+		t.Error("healthy past the timeout without a sync")
+	}
+}
+
 func TestHealthDualStack(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	h := NewHealth(time.Minute, []string{"IPv4", "IPv6"}, clk)

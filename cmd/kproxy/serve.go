@@ -105,6 +105,13 @@ func serve(ctx context.Context, cfg Config) error {
 	if agent != nil {
 		health.AddCheck("datapath", agent.Ready)
 	}
+	for _, st := range stacks {
+		if r, ok := st.backend.(stateReporter); ok && r.HasState(ctx) {
+			logger.Info("The kernel holds the rules of a previous run: /healthz answers 200 while the first sync runs",
+				"ipFamily", st.family)
+			health.Resumed(string(st.family))
+		}
+	}
 	serveHTTP(ctx, "healthz", cfg.HealthzBindAddress, health.Handler())
 	serveHTTP(ctx, "metrics", cfg.MetricsBindAddress, metricsHandler(metrics.Handler(mode), cfg.EnableProfiling))
 
@@ -155,6 +162,10 @@ func serve(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// stateReporter is a backend that can tell whether the kernel holds the rules of a proxy that
+// ran before (Health.Resumed).
+type stateReporter interface{ HasState(context.Context) bool }
+
 // serviceCIDRSetter is a backend that takes the service ranges while running (iptables mode).
 type serviceCIDRSetter interface{ SetServiceCIDRs([]netip.Prefix) }
 
@@ -198,6 +209,7 @@ func ipFamilies(bind netip.Addr, node *v1.Node) []v1.IPFamily {
 
 // stack is the pipeline of one IP family: tracker → reconciler → backend, driven by a runner.
 type stack struct {
+	family  v1.IPFamily
 	tracker *endpoints.Tracker
 	backend proxier.Backend
 	rec     *proxier.Reconciler
@@ -269,7 +281,7 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		MaxInterval: o.cfg.SyncPeriod,
 	})
 	return &stack{
-		tracker: tracker, backend: backend, rec: rec, runner: runner,
+		family: o.family, tracker: tracker, backend: backend, rec: rec, runner: runner,
 		request: func() {
 			fm.LastQueuedTimestamp.SetToCurrentTime()
 			runner.Request()

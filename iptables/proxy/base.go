@@ -95,6 +95,23 @@ func (p *Proxier) canaryGone(ctx context.Context) (bool, error) {
 	return gone, nil
 }
 
+// HasState reports whether the kernel holds the rules of a proxy that ran before this one (a
+// restart, or kube-proxy replaced): the KUBE-PROXY-CANARY chain of the filter table, which
+// kproxy and kube-proxy create with their rules and --cleanup removes. It reads the filter
+// table only (small: the services' chains are in nat) and writes nothing.
+func (p *Proxier) HasState(ctx context.Context) bool {
+	data, err := p.ipt.Save(ctx, iptables.TableFilter)
+	if err != nil {
+		return false
+	}
+	chains, err := iptables.ParseSave(data, iptables.TableFilter)
+	if err != nil {
+		return false
+	}
+	_, ok := chains[iptables.ChainKubeProxyCanary]
+	return ok
+}
+
 // ownedFixed are the shared chains this mode owns and rewrites (never deletes).
 var ownedFixed = map[iptables.Table][]iptables.Chain{
 	iptables.TableNAT: {iptables.ChainKubeServices, iptables.ChainKubeNodePorts,

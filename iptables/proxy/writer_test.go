@@ -235,3 +235,23 @@ func TestLargeClusterMode(t *testing.T) {
 		}
 	}
 }
+
+// HasState: tables where no proxy ran have no state; after a sync they have, and HasState
+// writes nothing.
+func TestHasState(t *testing.T) {
+	rec := &recording{Fake: iptables.NewFake(iptables.IPv4)}
+	ctx := context.Background()
+	if NewProxier(rec, Config{ClusterCIDR: clusterCIDR}).HasState(ctx) {
+		t.Fatal("fresh tables: HasState true")
+	}
+	if err := NewProxier(rec, Config{ClusterCIDR: clusterCIDR}).Apply(ctx, manyServices(2).changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	gen, _, _ := rec.Generation()
+	if !NewProxier(rec, Config{ClusterCIDR: clusterCIDR}).HasState(ctx) {
+		t.Error("after a sync: a new proxier's HasState false")
+	}
+	if g, _, _ := rec.Generation(); g != gen {
+		t.Error("HasState wrote to the tables")
+	}
+}
