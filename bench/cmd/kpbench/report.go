@@ -243,12 +243,12 @@ func (sec *section) printTable(out io.Writer, res *results) error {
 		rounds = max(rounds, r.Round)
 	}
 	if sec.Backend == backendIPVS {
-		fmt.Fprintf(w, "\n### IPVS mode, N = %d services × %v endpoints, in the VM, %d stats.Round(s)\n\n", sec.N,
+		fmt.Fprintf(w, "\n### IPVS mode, N = %d services × %v endpoints, in the VM, %d round(s)\n\n", sec.N,
 			res.Config["endpointsPerService"], rounds)
 		fmt.Fprintf(w, "VM: kernel %v, qemu TCG, 1 vCPU, %v; %s; %v; host: %v CPUs (shared), load average %v at start. Median over rounds; ratio = median of per-round kproxy/upstream; floor: below.\n\n",
 			res.Machine["vmKernel"], res.Config["vmMem"], sec.IPTables, res.Versions["kube-proxy"], res.Machine["nproc"], res.Machine["loadavgAtStart"])
 	} else {
-		fmt.Fprintf(w, "\n### N = %d services × %v endpoints, iptables backend %s, %d stats.Round(s)\n\n", sec.N,
+		fmt.Fprintf(w, "\n### N = %d services × %v endpoints, iptables backend %s, %d round(s)\n\n", sec.N,
 			res.Config["endpointsPerService"], sec.Backend, rounds)
 		fmt.Fprintf(w, "%s; %v; machine: %v CPUs (shared), kernel %v, load average %v at start. Median over rounds; ratio = median of per-round kproxy/upstream; floor: below.\n\n",
 			sec.IPTables, res.Versions["kube-proxy"], res.Machine["nproc"], res.Machine["kernel"], res.Machine["loadavgAtStart"])
