@@ -81,6 +81,13 @@ func (tx *Transaction) Append(t Table, c Chain, r Rule) {
 	tt.rules = append(tt.rules, "-A "+string(c)+" "+r.String())
 }
 
+// AppendSaved adds a rule given as iptables-save prints it (the text after "-A CHAIN ") at
+// the end of chain c: iptables-save's output is iptables-restore's input.
+func (tx *Transaction) AppendSaved(t Table, c Chain, text string) {
+	tt := tx.get(t)
+	tt.rules = append(tt.rules, "-A "+string(c)+" "+text)
+}
+
 // Insert adds a rule at the head of chain c ("-I c 1"), which may be a built-in chain the
 // transaction does not declare; rules inserted into one chain end up in reverse order.
 func (tx *Transaction) Insert(t Table, c Chain, r Rule) {

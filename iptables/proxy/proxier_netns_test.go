@@ -4,12 +4,14 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	v1 "k8s.io/api/core/v1"
 
 	"github.com/kproxy/kproxy/internal/netnsutil"
 	"github.com/kproxy/kproxy/iptables"
@@ -138,5 +140,39 @@ func TestRenderCasesKernel(t *testing.T) {
 				t.Errorf("a second proxier's first sync wrote %d restores: some canonical form differs from the kernel's", kernel.restores-before)
 			}
 		})
+	}
+}
+
+// TestRepairFromLinesKernel: after a sync wrote them, the cache keeps per-service chains as
+// iptables-save's lines only; a repair writes those lines back with the real
+// iptables-restore, and the kernel ends as a fresh proxier would leave it.
+func TestRepairFromLinesKernel(t *testing.T) {
+	ctx := context.Background()
+	cfg := Config{ClusterCIDR: clusterCIDR, MasqueradeRandomFully: true}
+	kernel := newNetNS(t)
+	p := NewProxier(kernel, cfg)
+	w := manyServices(5)
+	if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	want := tables(t, kernel)
+	name := portName("ns1", "svc001", "p80", v1.ProtocolTCP)
+	sep := endpointChainName(name, "tcp", readyEP("100.64.1.2", 8080))
+	svc := serviceChainName(name, "tcp")
+	if c := p.cache.ports[name]; c == nil || c.rules.chains[0].Rules != nil {
+		t.Fatal("the cache kept the rendered rules of a written chain")
+	}
+	edits := fmt.Sprintf("*nat\n-F %s\n-D %s 1\nCOMMIT\n", sep, svc)
+	if err := kernel.Restore(ctx, []byte(edits)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(ctx, w.snapshot(), testNode, false); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, tables(t, kernel)); diff != "" {
+		t.Errorf("after the repair (-before the edits +now):\n%s", diff)
+	}
+	if st := p.Stats(); st.Repairs != 1 {
+		t.Errorf("stats %+v, want one repair", st)
 	}
 }

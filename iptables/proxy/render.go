@@ -52,7 +52,8 @@ type ChainRules struct {
 	// KUBE-SEP-) belongs to; zero for the shared chains.
 	Service types.NamespacedName
 	// lines are the rules as iptables-save prints them, one per rule; nil when not
-	// canonicalised (Render leaves them out, the proxier fills them in).
+	// canonicalised (Render leaves them out, the proxier fills them in). Once a sync wrote a
+	// per-service chain, the cache keeps its lines only (Rules nil, portCache.compact).
 	lines []string
 }
 
@@ -386,9 +387,16 @@ func (r Rules) Transaction() *iptables.Transaction {
 	return tx
 }
 
-// writeChain declares c (creating or flushing it) and appends its rules.
+// writeChain declares c (creating or flushing it) and appends its rules: as rendered, or, for a
+// chain the cache keeps as lines only (portCache.compact), as iptables-save printed them.
 func writeChain(tx *iptables.Transaction, table iptables.Table, c ChainRules) {
 	tx.Declare(table, c.Chain)
+	if c.Rules == nil {
+		for _, l := range c.lines {
+			tx.AppendSaved(table, c.Chain, l)
+		}
+		return
+	}
 	for _, r := range c.Rules {
 		tx.Append(table, c.Chain, r)
 	}

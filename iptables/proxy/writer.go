@@ -100,7 +100,7 @@ func (w *writePlan) record(known chainState) {
 func (w *writePlan) count(table iptables.Table, c ChainRules) {
 	w.written = append(w.written, tableChain{table: table, chain: c})
 	w.chainsWritten++
-	w.rulesWritten += len(c.Rules)
+	w.rulesWritten += len(c.lines)
 }
 
 // assemble orders the restores, merging them into one when the change is small.
