@@ -143,3 +143,28 @@ func TestContractGeneration(t *testing.T) {
 		t.Errorf("a change in one namespace moved another's generation %d → %d", og0, og)
 	}
 }
+
+// TestContractHasChain: HasChain of the kernel (one netlink request with iptables-nft) and of
+// the Fake agree on a chain that exists, one that does not, and one in a table that does not.
+func TestContractHasChain(t *testing.T) {
+	ctx := context.Background()
+	for _, r := range []Interface{newNetNS(t), NewFake(IPv4)} {
+		if err := r.Restore(ctx, []byte("*filter\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n")); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			table Table
+			chain Chain
+			want  bool
+		}{
+			{TableFilter, "KUBE-PROXY-CANARY", true},
+			{TableFilter, "KUBE-NOT-THERE", false},
+			{TableMangle, "KUBE-PROXY-CANARY", false},
+		} {
+			got, err := r.HasChain(ctx, c.table, c.chain)
+			if err != nil || got != c.want {
+				t.Errorf("%T: HasChain(%s, %s) = %v, %v; want %v", r, c.table, c.chain, got, err, c.want)
+			}
+		}
+	}
+}

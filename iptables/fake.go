@@ -178,6 +178,18 @@ func (f *Fake) LastRestore() []byte {
 	return bytes.Clone(f.lastRestore)
 }
 
+// HasChain reports whether table holds chain.
+func (f *Fake) HasChain(_ context.Context, table Table, chain Chain) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tables[table]
+	if !ok {
+		return false, nil
+	}
+	_, ok = t.chains[chain]
+	return ok, nil
+}
+
 // EnsureChain creates a user chain unless it exists.
 func (f *Fake) EnsureChain(_ context.Context, table Table, chain Chain) (bool, error) {
 	f.mu.Lock()

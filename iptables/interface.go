@@ -34,6 +34,11 @@ type Interface interface {
 	// the rule existed.
 	// Equivalent to: iptables -w -t table -C chain args... || iptables -w -t table -I chain args...
 	EnsureRule(ctx context.Context, pos RulePosition, table Table, chain Chain, args ...string) (bool, error)
+	// HasChain reports whether table holds the user chain, without reading the whole table
+	// where the backend allows (iptables-nft: one netlink request; it creates built-in chains
+	// only when a rule needs them, so ask for user chains only).
+	// Equivalent to: iptables -w -t table -S chain >/dev/null
+	HasChain(ctx context.Context, table Table, chain Chain) (bool, error)
 }
 
 // RestoreError is a restore input that iptables-restore (or the Fake) rejected.

@@ -124,6 +124,11 @@ func (f *fakeIPT) Save(_ context.Context, t iptables.Table) ([]byte, error) {
 	return []byte(b.String()), nil
 }
 
+func (f *fakeIPT) HasChain(_ context.Context, t iptables.Table, c iptables.Chain) (bool, error) {
+	_, ok := f.chains[t][c]
+	return ok, nil
+}
+
 func (f *fakeIPT) EnsureChain(_ context.Context, t iptables.Table, c iptables.Chain) (bool, error) {
 	if _, ok := f.chains[t][c]; ok {
 		return true, nil

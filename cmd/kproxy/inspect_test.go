@@ -175,6 +175,10 @@ type stubIPT struct{}
 
 func (stubIPT) Restore(context.Context, []byte) error                { return nil }
 func (stubIPT) Save(context.Context, iptables.Table) ([]byte, error) { return nil, nil }
+func (stubIPT) HasChain(context.Context, iptables.Table, iptables.Chain) (bool, error) {
+	return true, nil
+}
+
 func (stubIPT) EnsureChain(context.Context, iptables.Table, iptables.Chain) (bool, error) {
 	return true, nil
 }

@@ -97,19 +97,10 @@ func (p *Proxier) canaryGone(ctx context.Context) (bool, error) {
 
 // HasState reports whether the kernel holds the rules of a proxy that ran before this one (a
 // restart, or kube-proxy replaced): the KUBE-PROXY-CANARY chain of the filter table, which
-// kproxy and kube-proxy create with their rules and --cleanup removes. It reads the filter
-// table only (small: the services' chains are in nat) and writes nothing.
+// kproxy and kube-proxy create with their rules and --cleanup removes. It writes nothing.
 func (p *Proxier) HasState(ctx context.Context) bool {
-	data, err := p.ipt.Save(ctx, iptables.TableFilter)
-	if err != nil {
-		return false
-	}
-	chains, err := iptables.ParseSave(data, iptables.TableFilter)
-	if err != nil {
-		return false
-	}
-	_, ok := chains[iptables.ChainKubeProxyCanary]
-	return ok
+	ok, err := p.ipt.HasChain(ctx, iptables.TableFilter, iptables.ChainKubeProxyCanary)
+	return err == nil && ok
 }
 
 // ownedFixed are the shared chains this mode owns and rewrites (never deletes).

@@ -56,6 +56,10 @@ func (k *nullKernel) Save(_ context.Context, table iptables.Table) ([]byte, erro
 	return []byte("*" + string(table) + "\nCOMMIT\n"), nil
 }
 
+func (k *nullKernel) HasChain(context.Context, iptables.Table, iptables.Chain) (bool, error) {
+	return true, nil
+}
+
 func (k *nullKernel) EnsureChain(context.Context, iptables.Table, iptables.Chain) (bool, error) {
 	return true, nil
 }

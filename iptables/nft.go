@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -66,6 +67,69 @@ func (r *Runner) Generation() (gen uint32, ok bool, err error) {
 		}
 	}
 	return 0, false, errors.New("read the nf_tables generation: no NFTA_GEN_ID in the answer")
+}
+
+// nftaChainTable and nftaChainName are NFTA_CHAIN_TABLE and NFTA_CHAIN_NAME.
+const (
+	nftaChainTable = 1
+	nftaChainName  = 3
+)
+
+// HasChain reports whether the table holds the chain. With iptables-nft it asks the kernel
+// for that one chain (one netlink request, however large the table); with iptables-legacy it
+// reads the table with iptables-save.
+func (r *Runner) HasChain(ctx context.Context, table Table, chain Chain) (bool, error) {
+	if !r.nftBackend() {
+		data, err := r.Save(ctx, table)
+		if err != nil {
+			return false, err
+		}
+		chains, err := ParseSave(data, table)
+		if err != nil {
+			return false, err
+		}
+		_, ok := chains[chain]
+		return ok, nil
+	}
+	s, err := r.netfilterSocket()
+	if err != nil {
+		return false, fmt.Errorf("open a netfilter netlink socket: %w", err)
+	}
+	defer s.Close()
+	if err := s.SetReceiveTimeout(&unix.Timeval{Sec: 2}); err != nil {
+		return false, err
+	}
+	family := unix.NFPROTO_IPV4
+	if r.opts.IPv6 {
+		family = unix.NFPROTO_IPV6
+	}
+	req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETCHAIN, 0)
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: uint8(family), Version: unix.NFNETLINK_V0})
+	req.AddData(nl.NewRtAttr(nftaChainTable, nl.ZeroTerminated(string(table))))
+	req.AddData(nl.NewRtAttr(nftaChainName, nl.ZeroTerminated(string(chain))))
+	if err := s.Send(req); err != nil {
+		return false, fmt.Errorf("ask for chain %s of table %s: %w", chain, table, err)
+	}
+	msgs, _, err := s.Receive()
+	if err != nil {
+		return false, fmt.Errorf("read chain %s of table %s: %w", chain, table, err)
+	}
+	for _, m := range msgs {
+		switch {
+		case m.Header.Type == unix.NLMSG_ERROR && len(m.Data) >= 4:
+			errno := syscall.Errno(-int32(binary.NativeEndian.Uint32(m.Data[:4])))
+			if errno == 0 {
+				continue
+			}
+			if errno == unix.ENOENT {
+				return false, nil // no such table or chain
+			}
+			return false, fmt.Errorf("read chain %s of table %s: %w", chain, table, errno)
+		case m.Header.Type == unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWCHAIN:
+			return true, nil
+		}
+	}
+	return false, fmt.Errorf("read chain %s of table %s: no answer", chain, table)
 }
 
 // netfilterSocket opens a NETLINK_NETFILTER socket in the Runner's network namespace.
