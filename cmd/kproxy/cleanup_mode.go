@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"k8s.io/klog/v2"
@@ -23,30 +22,32 @@ import (
 // With no mark, nothing is touched: a restart in the same mode writes nothing.
 
 // iptablesModeMarks are chains only the iptables mode makes, kproxy's and kube-proxy's alike,
-// and always. Only the filter table is read: it is small whatever the number of services
-// (the nat table is the one that grows; at 10,000 services iptables-save of it takes ~1 s).
-var iptablesModeMarks = map[iptables.Table][]string{
+// and always. Each is looked up alone (iptables.Interface.HasChain: one netlink request with
+// iptables-nft), not by reading a table: at 10,000 services even iptables-save of the filter
+// table takes about a second with iptables-nft.
+var iptablesModeMarks = map[iptables.Table][]iptables.Chain{
 	iptables.TableFilter: {"KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS"},
 }
 
 // ipvsModeMarks are chains only the IPVS mode makes (besides kube-ipvs0, checked first).
-var ipvsModeMarks = map[iptables.Table][]string{
+var ipvsModeMarks = map[iptables.Table][]iptables.Chain{
 	iptables.TableFilter: {"KUBE-IPVS-FILTER", "KUBE-IPVS-OUT-FILTER", "KUBE-SOURCE-RANGES-FIREWALL"},
 }
 
-// otherModeMarked reports whether saved (per table) holds a chain of marks: a name, or a
-// prefix when it ends with "-".
-func otherModeMarked(saved map[iptables.Table]map[iptables.Chain][]string, marks map[iptables.Table][]string) (iptables.Chain, bool) {
+// otherModeMarked returns the first chain of marks the tables hold.
+func otherModeMarked(ctx context.Context, ipt iptables.Interface, marks map[iptables.Table][]iptables.Chain) (iptables.Chain, bool, error) {
 	for table, names := range marks {
-		for c := range saved[table] {
-			if slices.ContainsFunc(names, func(m string) bool {
-				return string(c) == m || strings.HasSuffix(m, "-") && strings.HasPrefix(string(c), m)
-			}) {
-				return c, true
+		for _, c := range names {
+			ok, err := ipt.HasChain(ctx, table, c)
+			if err != nil {
+				return "", false, err
+			}
+			if ok {
+				return c, true, nil
 			}
 		}
 	}
-	return "", false
+	return "", false, nil
 }
 
 // modeSwitchOwned is ownedByKProxy without the datapath's chains, which --datapath keeps
@@ -78,15 +79,11 @@ func cleanupOtherMode(ctx context.Context, mode string, excludeCIDRs []netip.Pre
 		if found {
 			break
 		}
-		saved := map[iptables.Table]map[iptables.Chain][]string{}
-		data, err := ipts[family].Save(ctx, iptables.TableFilter)
+		c, ok, err := otherModeMarked(ctx, ipts[family], marks)
 		if err != nil {
 			continue // no tools for the family, or no table: nothing of ours there
 		}
-		if saved[iptables.TableFilter], err = iptables.ParseSave(data, iptables.TableFilter); err != nil {
-			return err
-		}
-		if c, ok := otherModeMarked(saved, marks); ok {
+		if ok {
 			mark, found = string(c), true
 		}
 	}
