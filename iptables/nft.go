@@ -27,33 +27,14 @@ func (r *Runner) Generation() (gen uint32, ok bool, err error) {
 	if !r.nftBackend() {
 		return 0, false, nil
 	}
-	s, err := r.netfilterSocket()
-	if err != nil {
-		return 0, false, fmt.Errorf("open a netfilter netlink socket: %w", err)
-	}
-	defer s.Close()
-	if err := s.SetReceiveTimeout(&unix.Timeval{Sec: 2}); err != nil {
-		return 0, false, err
-	}
 	req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETGEN, 0)
 	req.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_UNSPEC, Version: unix.NFNETLINK_V0})
-	if err := s.Send(req); err != nil {
-		return 0, false, fmt.Errorf("ask the nf_tables generation: %w", err)
-	}
-	msgs, _, err := s.Receive()
+	msgs, err := r.nftRequest(req)
 	if err != nil {
 		return 0, false, fmt.Errorf("read the nf_tables generation: %w", err)
 	}
 	for _, m := range msgs {
-		if m.Header.Type == unix.NLMSG_ERROR {
-			if len(m.Data) >= 4 {
-				if errno := int32(binary.NativeEndian.Uint32(m.Data[:4])); errno != 0 {
-					return 0, false, fmt.Errorf("read the nf_tables generation: %w", syscall.Errno(-errno))
-				}
-			}
-			continue
-		}
-		if len(m.Data) < nl.SizeofNfgenmsg {
+		if m.Header.Type == unix.NLMSG_ERROR || len(m.Data) < nl.SizeofNfgenmsg {
 			continue
 		}
 		attrs, err := nl.ParseRouteAttr(m.Data[nl.SizeofNfgenmsg:])
@@ -91,14 +72,6 @@ func (r *Runner) HasChain(ctx context.Context, table Table, chain Chain) (bool, 
 		_, ok := chains[chain]
 		return ok, nil
 	}
-	s, err := r.netfilterSocket()
-	if err != nil {
-		return false, fmt.Errorf("open a netfilter netlink socket: %w", err)
-	}
-	defer s.Close()
-	if err := s.SetReceiveTimeout(&unix.Timeval{Sec: 2}); err != nil {
-		return false, err
-	}
 	family := unix.NFPROTO_IPV4
 	if r.opts.IPv6 {
 		family = unix.NFPROTO_IPV6
@@ -107,29 +80,47 @@ func (r *Runner) HasChain(ctx context.Context, table Table, chain Chain) (bool, 
 	req.AddData(&nl.Nfgenmsg{NfgenFamily: uint8(family), Version: unix.NFNETLINK_V0})
 	req.AddData(nl.NewRtAttr(nftaChainTable, nl.ZeroTerminated(string(table))))
 	req.AddData(nl.NewRtAttr(nftaChainName, nl.ZeroTerminated(string(chain))))
-	if err := s.Send(req); err != nil {
-		return false, fmt.Errorf("ask for chain %s of table %s: %w", chain, table, err)
+	msgs, err := r.nftRequest(req)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil // no such table or chain
 	}
-	msgs, _, err := s.Receive()
 	if err != nil {
 		return false, fmt.Errorf("read chain %s of table %s: %w", chain, table, err)
 	}
 	for _, m := range msgs {
-		switch {
-		case m.Header.Type == unix.NLMSG_ERROR && len(m.Data) >= 4:
-			errno := syscall.Errno(-int32(binary.NativeEndian.Uint32(m.Data[:4])))
-			if errno == 0 {
-				continue
-			}
-			if errno == unix.ENOENT {
-				return false, nil // no such table or chain
-			}
-			return false, fmt.Errorf("read chain %s of table %s: %w", chain, table, errno)
-		case m.Header.Type == unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWCHAIN:
+		if m.Header.Type == unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWCHAIN {
 			return true, nil
 		}
 	}
 	return false, fmt.Errorf("read chain %s of table %s: no answer", chain, table)
+}
+
+// nftRequest sends one nf_tables request in the Runner's network namespace and returns the
+// answer's messages; a netlink error answer is returned as its syscall.Errno.
+func (r *Runner) nftRequest(req *nl.NetlinkRequest) ([]syscall.NetlinkMessage, error) {
+	s, err := r.netfilterSocket()
+	if err != nil {
+		return nil, fmt.Errorf("open a netfilter netlink socket: %w", err)
+	}
+	defer s.Close()
+	if err := s.SetReceiveTimeout(&unix.Timeval{Sec: 2}); err != nil {
+		return nil, err
+	}
+	if err := s.Send(req); err != nil {
+		return nil, err
+	}
+	msgs, _, err := s.Receive()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range msgs {
+		if m.Header.Type == unix.NLMSG_ERROR && len(m.Data) >= 4 {
+			if errno := int32(binary.NativeEndian.Uint32(m.Data[:4])); errno != 0 {
+				return nil, syscall.Errno(-errno)
+			}
+		}
+	}
+	return msgs, nil
 }
 
 // netfilterSocket opens a NETLINK_NETFILTER socket in the Runner's network namespace.
@@ -154,7 +145,7 @@ func (r *Runner) netfilterSocket() (*nl.NetlinkSocket, error) {
 // (nf_tables)"); asked once per Runner.
 func (r *Runner) nftBackend() bool {
 	r.backendOnce.Do(func() {
-		ctx, cancel := contextWithTimeout(5 * time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		out, err := exec.CommandContext(ctx, r.tool("tables"), "--version").Output()
 		r.nft = err == nil && strings.Contains(string(out), "nf_tables")

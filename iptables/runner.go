@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	goiptables "github.com/coreos/go-iptables/iptables"
 )
@@ -38,10 +37,6 @@ var _ Interface = (*Runner)(nil)
 
 // New returns a Runner. It runs nothing: a missing binary shows up on the first call.
 func New(opts Options) *Runner { return &Runner{opts: opts} }
-
-func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), d)
-}
 
 // Family returns the family the Runner programs.
 func (r *Runner) Family() Family {

@@ -42,6 +42,47 @@ func churnAddr(k int) netip.Addr {
 
 const maxChurnChanges = 34 * 256
 
+// pacedWrites runs write(k) for k in 0..total-1 from 8 workers, the k-th handed out at
+// start + k × interval (a ticker), so a slow API write does not hold the next ones back;
+// writes to one service never overlap (write runs holding that service's lock). scheduled(k,
+// due) runs on the pacing goroutine just before the k-th is handed out. It returns once every
+// write is done.
+func pacedWrites(total int, interval time.Duration, svc func(k int) *benchService,
+	scheduled func(k int, due time.Time), write func(k int)) {
+	locks := map[*benchService]*sync.Mutex{}
+	for k := range total {
+		if locks[svc(k)] == nil {
+			locks[svc(k)] = &sync.Mutex{}
+		}
+	}
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range jobs {
+				l := locks[svc(k)]
+				l.Lock()
+				write(k)
+				l.Unlock()
+			}
+		}()
+	}
+	start := time.Now()
+	tick := time.NewTicker(interval)
+	for k := range total {
+		scheduled(k, start.Add(time.Duration(k)*interval))
+		jobs <- k
+		if k < total-1 {
+			<-tick.C
+		}
+	}
+	tick.Stop()
+	close(jobs)
+	wg.Wait()
+}
+
 type churnChange struct {
 	svc         *benchService
 	addr        string
@@ -61,40 +102,13 @@ func runChurn(ctx context.Context, cfg config, cs kubernetes.Interface, node str
 	var mu sync.Mutex // guards changes[*].wrote/superseded, svc slices, last, writeErr
 	last := map[*benchService]*churnChange{}
 	var writeErr error
-	svcLocks := make(map[*benchService]*sync.Mutex, len(svcs))
-	for _, s := range svcs {
-		svcLocks[s] = &sync.Mutex{}
-	}
 	stride := 1
 	if len(svcs) > 7 {
 		stride = 7 // neighbours in name order are not changed back to back
 	}
-
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := range jobs {
-				c := changes[k]
-				l := svcLocks[c.svc]
-				l.Lock()
-				tw := time.Now()
-				err := changeEndpoint(ctx, cs, c.svc, c.addr)
-				l.Unlock()
-				mu.Lock()
-				c.wrote = tw
-				if prev := last[c.svc]; prev != nil && prev.seen.IsZero() {
-					prev.superseded = true
-				}
-				last[c.svc] = c
-				if err != nil && writeErr == nil {
-					writeErr = err
-				}
-				mu.Unlock()
-			}
-		}()
+	for k := range total {
+		s := svcs[(k*stride)%len(svcs)]
+		changes[k] = &churnChange{svc: s, addr: netip.AddrPortFrom(churnAddr(k), targetPort).String()}
 	}
 
 	// The poller: tracked changes that are written and not yet seen.
@@ -113,7 +127,7 @@ func runChurn(ctx context.Context, cfg config, cs kubernetes.Interface, node str
 				var pending []*churnChange
 				for k := next; k < total; k += cfg.ChurnSample {
 					c := changes[k]
-					if c == nil || c.wrote.IsZero() {
+					if c.wrote.IsZero() {
 						break
 					}
 					if c.seen.IsZero() && !c.superseded {
@@ -137,7 +151,7 @@ func runChurn(ctx context.Context, cfg config, cs kubernetes.Interface, node str
 					}
 				}
 				mu.Lock()
-				for next < total && changes[next] != nil && (!changes[next].seen.IsZero() || changes[next].superseded) {
+				for next < total && (!changes[next].seen.IsZero() || changes[next].superseded) {
 					next += cfg.ChurnSample
 				}
 				mu.Unlock()
@@ -148,22 +162,27 @@ func runChurn(ctx context.Context, cfg config, cs kubernetes.Interface, node str
 		}()
 	}()
 
-	start := time.Now()
-	tick := time.NewTicker(interval)
-	for k := 0; k < total; k++ {
-		s := svcs[(k*stride)%len(svcs)]
-		c := &churnChange{svc: s, addr: netip.AddrPortFrom(churnAddr(k), targetPort).String(), scheduled: start.Add(time.Duration(k) * interval)}
-		mu.Lock()
-		changes[k] = c
-		mu.Unlock()
-		jobs <- k
-		if k < total-1 {
-			<-tick.C
-		}
-	}
-	tick.Stop()
-	close(jobs)
-	wg.Wait()
+	pacedWrites(total, interval, func(k int) *benchService { return changes[k].svc },
+		func(k int, due time.Time) {
+			mu.Lock()
+			changes[k].scheduled = due
+			mu.Unlock()
+		},
+		func(k int) {
+			c := changes[k]
+			tw := time.Now()
+			err := changeEndpoint(ctx, cs, c.svc, c.addr)
+			mu.Lock()
+			c.wrote = tw
+			if prev := last[c.svc]; prev != nil && prev.seen.IsZero() {
+				prev.superseded = true
+			}
+			last[c.svc] = c
+			if err != nil && writeErr == nil {
+				writeErr = err
+			}
+			mu.Unlock()
+		})
 	lastWrite := time.Now()
 	if writeErr != nil {
 		close(stopPoll)
@@ -190,7 +209,7 @@ func runChurn(ctx context.Context, cfg config, cs kubernetes.Interface, node str
 		rr.Capped = append(rr.Capped, "churn.drain_s")
 		return fmt.Errorf("churn: final state not in the kernel within %v of the last write", cfg.Cap)
 	}
-	summariseChurn(cfg, changes, start, lastWrite, res, rr)
+	summariseChurn(cfg, changes, changes[0].scheduled, lastWrite, res, rr)
 	return nil
 }
 
@@ -199,7 +218,7 @@ func trackedPending(mu *sync.Mutex, changes []*churnChange, sample int) int {
 	defer mu.Unlock()
 	n := 0
 	for k := 0; k < len(changes); k += sample {
-		if c := changes[k]; c != nil && c.seen.IsZero() && !c.superseded {
+		if c := changes[k]; c.seen.IsZero() && !c.superseded {
 			n++
 		}
 	}

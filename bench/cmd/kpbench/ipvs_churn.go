@@ -40,45 +40,26 @@ func hostChurn(ctx context.Context, cs kubernetes.Interface, svcs []*benchServic
 	}
 	interval := time.Duration(float64(time.Second) / rate)
 	lags := make([]float64, total)
-	locks := make(map[*benchService]*sync.Mutex, len(svcs))
-	for _, s := range svcs {
-		locks[s] = &sync.Mutex{}
-	}
+	due := make([]time.Time, total)
 	var mu sync.Mutex
 	var writeErr error
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := range jobs {
-				s := svcs[(k*stride)%len(svcs)]
-				l := locks[s]
-				l.Lock()
-				tw := time.Now()
-				err := changeEndpoint(ctx, cs, s, netip.AddrPortFrom(churnAddr(k), targetPort).String())
-				l.Unlock()
-				mu.Lock()
-				lags[k] = float64(tw.Sub(start.Add(time.Duration(k)*interval)).Microseconds()) / 1000
-				if err != nil && writeErr == nil {
-					writeErr = err
-				}
-				mu.Unlock()
+	svc := func(k int) *benchService { return svcs[(k*stride)%len(svcs)] }
+	pacedWrites(total, interval, svc,
+		func(k int, at time.Time) {
+			mu.Lock()
+			due[k] = at
+			mu.Unlock()
+		},
+		func(k int) {
+			tw := time.Now()
+			err := changeEndpoint(ctx, cs, svc(k), netip.AddrPortFrom(churnAddr(k), targetPort).String())
+			mu.Lock()
+			lags[k] = float64(tw.Sub(due[k]).Microseconds()) / 1000
+			if err != nil && writeErr == nil {
+				writeErr = err
 			}
-		}()
-	}
-	tick := time.NewTicker(interval)
-	for k := range total {
-		jobs <- k
-		if k < total-1 {
-			<-tick.C
-		}
-	}
-	tick.Stop()
-	close(jobs)
-	wg.Wait()
+			mu.Unlock()
+		})
 	return lags, writeErr
 }
 
