@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 )
 
@@ -93,6 +94,20 @@ func (tx *Transaction) AppendSaved(t Table, c Chain, text string) {
 func (tx *Transaction) Insert(t Table, c Chain, r Rule) {
 	tt := tx.get(t)
 	tt.rules = append(tt.rules, "-I "+string(c)+" 1 "+r.String())
+}
+
+// InsertSavedAt puts a rule, given as iptables-save prints it, at position pos (from 1) of
+// chain c, which the transaction must not declare: an edit of a chain it keeps. Position
+// len+1 appends.
+func (tx *Transaction) InsertSavedAt(t Table, c Chain, pos int, text string) {
+	tt := tx.get(t)
+	tt.rules = append(tt.rules, "-I "+string(c)+" "+strconv.Itoa(pos)+" "+text)
+}
+
+// DeleteRuleAt removes the rule at position pos (from 1) of chain c.
+func (tx *Transaction) DeleteRuleAt(t Table, c Chain, pos int) {
+	tt := tx.get(t)
+	tt.rules = append(tt.rules, "-D "+string(c)+" "+strconv.Itoa(pos))
 }
 
 // Delete flushes and deletes the user chain c. The chain must exist, and every rule that

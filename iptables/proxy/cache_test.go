@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -222,6 +223,10 @@ func churnConfigs() []Config {
 	}
 }
 
+// positionalEdit matches a restore that edits an owned chain by rule position (the base-chain
+// jumps are inserted into built-in chains at position 1).
+var positionalEdit = regexp.MustCompile(`(?m)^-(D KUBE-[A-Z-]+ [0-9]+$|I KUBE-[A-Z-]+ [0-9]+ )`)
+
 // TestPartialSyncMatchesScratch runs random change sequences through one proxier doing
 // partial syncs and checks after every sync that (1) its cached rules are byte for byte
 // what Render gives from scratch, (2) it wrote exactly the restores the full comparison of
@@ -242,16 +247,30 @@ func TestPartialSyncMatchesScratch(t *testing.T) {
 			t.Error("large-cluster mode never flipped in a partial sync: the generator needs tuning")
 		}
 	}()
+	edits := 0
+	defer func() {
+		if edits == 0 {
+			t.Error("no partial sync edited a chain in place: the sequences with the generation need tuning")
+		}
+	}()
 	for seq := range sequences + large {
 		cfg := churnConfigs()[seq%len(churnConfigs())]
 		steps := 30
 		if seq >= sequences {
 			steps = 15
 		}
+		// Every other sequence runs with the nf_tables generation, so that partial syncs edit
+		// the shared chains in place (planWrite), from their first line on.
+		edit := seq%2 == 1
 		t.Run(fmt.Sprintf("seq%d", seq), func(t *testing.T) {
 			c := newChurn(uint64(seq) + 1)
 			c.large = seq >= sequences
 			rec := &recording{Fake: iptables.NewFake(cfg.Family)}
+			if edit {
+				cfg.Generation = rec.Generation
+				defer func(n int) { minEditLines = n }(minEditLines)
+				minEditLines = 1
+			}
 			p := NewProxier(rec, cfg)
 			node := testNode
 			c.step()
@@ -279,7 +298,7 @@ func TestPartialSyncMatchesScratch(t *testing.T) {
 					flips++
 				}
 				checkCache(t, step, p, in, scratch)
-				want := planWrite(known, scratch.NAT, scratch.Filter, staleChains(known, stateOf(scratch)), cfg.batchServices())
+				want := planWrite(known, scratch.NAT, scratch.Filter, staleChains(known, stateOf(scratch)), cfg.batchServices(), edit)
 				var wantPayloads []string
 				for _, tx := range want.restores {
 					wantPayloads = append(wantPayloads, string(tx.Bytes()))
@@ -287,8 +306,15 @@ func TestPartialSyncMatchesScratch(t *testing.T) {
 				if diff := cmp.Diff(wantPayloads, rec.payloads); diff != "" {
 					t.Fatalf("step %d: restores differ from the full comparison's (-full +partial):\n%s", step, diff)
 				}
+				for _, p := range rec.payloads {
+					if positionalEdit.MatchString(p) {
+						edits++
+					}
+				}
 				fresh := iptables.NewFake(cfg.Family)
-				if err := NewProxier(fresh, cfg).Apply(ctx, snap, node, true); err != nil {
+				freshCfg := cfg
+				freshCfg.Generation = nil
+				if err := NewProxier(fresh, freshCfg).Apply(ctx, snap, node, true); err != nil {
 					t.Fatalf("step %d: fresh proxier: %v", step, err)
 				}
 				if diff := cmp.Diff(fresh.Dump(), rec.Dump()); diff != "" {

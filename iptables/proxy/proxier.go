@@ -69,6 +69,14 @@ type Proxier struct {
 	// kernel as known and wrote nothing; valid until the proxier writes or fails.
 	verifiedGen      uint32
 	verifiedGenValid bool
+	// knownGen is the nf_tables generation at which the kernel held exactly known: read
+	// before a full or verify sync's read, or after the proxier's own restores. While the
+	// generation stays there, nothing else changed any table, and a partial sync may edit
+	// long chains by rule position (planWrite). Another writer committing between the end of
+	// a restore and this read would go unnoticed; only a hand edit of an owned chain in that
+	// window could make a later position wrong, and the next verification repairs it.
+	knownGen      uint32
+	knownGenValid bool
 }
 
 // NewProxier returns an iptables mode backend writing through ipt. It does nothing until the
@@ -134,18 +142,20 @@ func (k syncKind) reads() bool { return k == syncFull || k == syncVerify }
 // kernel; a partial restore into flushed tables fails (its chains jump to chains that are
 // gone) or is rewritten by the full sync, and does not count as a failure. With
 // Config.Generation, a sync with nothing changed reads the tables only when the nf_tables
-// generation moved since the last read found them as desired (syncQuiet).
+// generation moved since the last read found them as desired (syncQuiet), and a partial sync
+// that found the generation where the proxier's last write or read left it skips the canary
+// check: nothing can have flushed the tables.
 func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, full bool) error {
 	kind := p.chooseKind(full, len(snap.Changed) == 0)
 	if kind == syncVerify && p.kernelUnchanged(ctx) {
 		kind = syncQuiet
 	}
-	err := p.sync(ctx, snap, node, kind)
-	if kind == syncPartial {
+	asKnown, err := p.sync(ctx, snap, node, kind)
+	if kind == syncPartial && !asKnown {
 		if gone, cerr := p.canaryGone(ctx); cerr != nil || gone {
 			klog.FromContext(ctx).V(2).Info("Canary chain missing or unreadable: doing a full sync", "err", cerr, "partialSyncErr", err)
 			kind = syncFull
-			err = p.sync(ctx, snap, node, kind)
+			_, err = p.sync(ctx, snap, node, kind)
 		}
 	}
 	if err != nil {
@@ -154,8 +164,10 @@ func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpo
 	return nil
 }
 
-// sync is one sync of the given kind.
-func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, kind syncKind) error {
+// sync is one sync of the given kind. asKnown reports that the kernel held what the proxier
+// knew when the sync began: it read the tables, or the nf_tables generation showed that
+// nothing else wrote since the proxier last did (kernelAsKnown).
+func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, kind syncKind) (asKnown bool, err error) {
 	logger := klog.FromContext(ctx)
 	start := time.Now()
 	var gen uint32
@@ -164,8 +176,11 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 		// The generation before the read: a change after it moves it, so it cannot hide.
 		gen, genOK = p.generation(ctx)
 		if err := p.refreshKnown(ctx); err != nil {
-			return err
+			return false, err
 		}
+		asKnown = true
+	} else {
+		asKnown = p.kernelAsKnown(ctx)
 	}
 	if kind == syncFull {
 		p.cache = newPortCache()
@@ -179,7 +194,7 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 	if len(p.cfg.NodePortAddresses) > 0 {
 		ips, err := p.nodePortIPs()
 		if err != nil {
-			return err
+			return asKnown, err
 		}
 		in.NodePortIPs = ips
 	}
@@ -189,17 +204,17 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 	var desired chainState
 	if !kind.reads() {
 		chains, gone := changedChains(changes)
-		w = planWrite(p.known, slices.Concat(rules.NAT, chains), rules.Filter, p.knownChains(gone), p.cfg.batchServices())
+		w = planWrite(p.known, slices.Concat(rules.NAT, chains), rules.Filter, p.knownChains(gone), p.cfg.batchServices(), asKnown)
 	} else {
 		desired = stateOf(rules)
-		w = planWrite(p.known, rules.NAT, rules.Filter, staleChains(p.known, desired), p.cfg.batchServices())
+		w = planWrite(p.known, rules.NAT, rules.Filter, staleChains(p.known, desired), p.cfg.batchServices(), asKnown)
 	}
 	for i, tx := range w.restores {
 		data := tx.Bytes()
 		logger.V(9).Info("Restoring iptables rules", "restore", i+1, "of", len(w.restores), "payload", string(data))
 		p.count(func(s *SyncStats) { s.Restores++ })
 		if err := p.ipt.Restore(ctx, data); err != nil {
-			return fmt.Errorf("restore iptables rules (%d of %d): %w", i+1, len(w.restores), err)
+			return asKnown, fmt.Errorf("restore iptables rules (%d of %d): %w", i+1, len(w.restores), err)
 		}
 	}
 	if !kind.reads() {
@@ -211,8 +226,10 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 	switch {
 	case len(w.restores) > 0:
 		p.verifiedGenValid = false
+		p.knownGen, p.knownGenValid = p.generation(ctx)
 	case kind.reads():
 		p.verifiedGen, p.verifiedGenValid = gen, genOK
+		p.knownGen, p.knownGenValid = gen, genOK
 	}
 	p.mu.Lock()
 	p.counts = counts
@@ -229,9 +246,10 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 	logger.V(2).Info("Synced iptables rules", "sync", kind, "servicePorts", rules.ServicePorts,
 		"endpoints", rules.Endpoints, "renderedPorts", len(changes), "natRules", counts.NATRules,
 		"natChains", counts.NATChains, "filterRules", counts.FilterRules, "restores", len(w.restores),
-		"chainsWritten", w.chainsWritten, "rulesWritten", w.rulesWritten, "chainsDeleted", w.chainsDeleted,
+		"chainsWritten", w.chainsWritten, "chainsEdited", w.chainsEdited, "rulesWritten", w.rulesWritten,
+		"rulesDeleted", w.rulesDeleted, "chainsDeleted", w.chainsDeleted,
 		"elapsed", time.Since(start))
-	return nil
+	return asKnown, nil
 }
 
 // chooseKind decides how much of the kernel the sync reads. It goes full when the proxier
@@ -254,6 +272,16 @@ func (p *Proxier) kernelUnchanged(ctx context.Context) bool {
 	}
 	gen, ok := p.generation(ctx)
 	return ok && gen == p.verifiedGen
+}
+
+// kernelAsKnown reports whether the nf_tables generation is where the proxier last knew the
+// kernel to hold exactly known (false without Config.Generation, or after a failure).
+func (p *Proxier) kernelAsKnown(ctx context.Context) bool {
+	if !p.knownGenValid {
+		return false
+	}
+	gen, ok := p.generation(ctx)
+	return ok && gen == p.knownGen
 }
 
 // generation reads Config.Generation; ok is false without one or when it fails.
@@ -289,7 +317,7 @@ func (p *Proxier) refreshKnown(ctx context.Context) error {
 // returns err.
 func (p *Proxier) fail(err error, kind syncKind) error {
 	p.known = nil
-	p.verifiedGenValid = false
+	p.verifiedGenValid, p.knownGenValid = false, false
 	p.count(func(s *SyncStats) {
 		s.RestoreFailures++
 		if !kind.reads() {
@@ -372,7 +400,7 @@ func renderCanonical(in Input) Rules {
 // under a cold start.
 func FirstSyncRestores(in Input) [][]byte {
 	rules := renderCanonical(in)
-	w := planWrite(chainState{}, rules.NAT, rules.Filter, nil, in.Config.batchServices())
+	w := planWrite(chainState{}, rules.NAT, rules.Filter, nil, in.Config.batchServices(), false)
 	out := make([][]byte, 0, len(w.restores))
 	for _, tx := range w.restores {
 		out = append(out, tx.Bytes())

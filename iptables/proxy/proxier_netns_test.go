@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kproxy/kproxy/internal/netnsutil"
 	"github.com/kproxy/kproxy/iptables"
@@ -175,4 +176,76 @@ func TestRepairFromLinesKernel(t *testing.T) {
 	if st := p.Stats(); st.Repairs != 1 {
 		t.Errorf("stats %+v, want one repair", st)
 	}
+}
+
+// TestSharedChainEditsKernel: with the nf_tables generation, partial syncs that add and remove
+// services edit nat and filter KUBE-SERVICES by rule position with the real iptables-restore,
+// and after each the kernel holds what a fresh proxier's full sync writes into empty tables.
+func TestSharedChainEditsKernel(t *testing.T) {
+	ctx := context.Background()
+	cfg := Config{ClusterCIDR: clusterCIDR, MasqueradeRandomFully: true}
+	runner := iptables.New(iptables.Options{NetNSPath: newNetNSPath(t)})
+	kernel := &teeRestores{Interface: runner}
+	gcfg := cfg
+	gcfg.Generation = runner.Generation
+	p := NewProxier(kernel, gcfg)
+	w := manyServices(80) // nat KUBE-SERVICES: 81 rules (past minEditLines)
+	if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	edited := 0
+	for i, step := range []struct {
+		add, remove []int
+	}{
+		{add: []int{100}},
+		{remove: []int{3}},
+		{add: []int{101, 102, 5}, remove: []int{7, 20, 79}},
+		{remove: []int{100, 101}},
+		{add: []int{3, 7}},
+	} {
+		changed := map[types.NamespacedName]struct{}{}
+		for _, n := range step.add {
+			name := portName("ns1", fmt.Sprintf("svc%03d", n), "p80", v1.ProtocolTCP)
+			w.add(svc(name, fmt.Sprintf("100.100.3.%d", n+1), nodePort(int32(31000+n))), readyEP(fmt.Sprintf("100.64.3.%d", n+1), 8080))
+			changed[name.NamespacedName] = struct{}{}
+		}
+		for _, n := range step.remove {
+			name := portName("ns1", fmt.Sprintf("svc%03d", n), "p80", v1.ProtocolTCP)
+			delete(w.services, name)
+			delete(w.endpoints, name)
+			changed[name.NamespacedName] = struct{}{}
+		}
+		kernel.payloads = nil
+		snap := w.snapshot()
+		snap.Changed = changed
+		if err := p.Apply(ctx, snap, testNode, false); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		for _, pl := range kernel.payloads {
+			if positionalEdit.MatchString(pl) {
+				edited++
+			}
+		}
+		fresh := newNetNS(t)
+		if err := NewProxier(fresh, cfg).Apply(ctx, w.snapshot(), testNode, true); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tables(t, fresh), tables(t, runner)); diff != "" {
+			t.Errorf("step %d: tables differ from a fresh full sync's (-fresh +edited):\n%s", i, diff)
+		}
+	}
+	if edited == 0 {
+		t.Error("no partial sync edited a chain in place")
+	}
+}
+
+// teeRestores records the payloads of the restores it passes on.
+type teeRestores struct {
+	iptables.Interface
+	payloads []string
+}
+
+func (t *teeRestores) Restore(ctx context.Context, data []byte) error {
+	t.payloads = append(t.payloads, string(data))
+	return t.Interface.Restore(ctx, data)
 }

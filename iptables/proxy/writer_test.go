@@ -3,7 +3,9 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -254,4 +256,146 @@ func TestHasState(t *testing.T) {
 	if g, _, _ := rec.Generation(); g != gen {
 		t.Error("HasState wrote to the tables")
 	}
+}
+
+// applyEdits runs lineEdits' result on have the way iptables-restore does: deletions by
+// position from the highest down, then insertions by position from the lowest up.
+func applyEdits(have, want []string, del, ins []int) []string {
+	out := slices.Clone(have)
+	for _, i := range slices.Backward(del) {
+		out = slices.Delete(out, i, i+1)
+	}
+	for _, j := range ins {
+		out = slices.Insert(out, j, want[j])
+	}
+	return out
+}
+
+func TestLineEdits(t *testing.T) {
+	defer func(n int) { minEditLines = n }(minEditLines)
+	minEditLines = 4
+	lines := func(s string) []string { return strings.Split(s, " ") }
+	for _, tc := range []struct {
+		name, have, want string
+		ok               bool
+	}{
+		{"insert in the middle", "a b c d e f", "a b c x d e f", true},
+		{"insert first and last", "a b c d e f", "x a b c d e f y", true},
+		{"delete and insert apart", "a b c d e f g h", "a c d e x f g h", true},
+		{"replace one line", "a b c d e f", "a b X d e f", true},
+		{"from empty", "", "a b c d", false},
+		{"too many edits", "a b c d e f", "a x y z w f", false},
+		{"reordered", "a b c d e f g h", "a b d c e f g h", false},
+		{"duplicated line", "a b c d e f", "a b b c d e f", true},
+		{"duplicate dropped", "a b b c d e f", "a b c d e f", true},
+		{"want too short", "a b c d", "a b c", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			have, want := lines(tc.have), lines(tc.want)
+			if tc.have == "" {
+				have = nil
+			}
+			del, ins, ok := lineEdits(have, want)
+			if ok != tc.ok {
+				t.Fatalf("ok = %v, want %v (del %v, ins %v)", ok, tc.ok, del, ins)
+			}
+			if ok {
+				if got := applyEdits(have, want, del, ins); !slices.Equal(got, want) {
+					t.Fatalf("edits del %v ins %v give %q, want %q", del, ins, got, want)
+				}
+			}
+		})
+	}
+}
+
+// Random changes to a sorted list of unique lines, as a shared chain sees them: whenever
+// lineEdits accepts, its edits give exactly want, and it accepts every small change.
+func TestLineEditsRandom(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for round := range 2000 {
+		var have []string
+		for i := range 64 + rnd.IntN(200) {
+			if rnd.IntN(4) > 0 {
+				have = append(have, fmt.Sprintf("rule %04d", i*2))
+			}
+		}
+		want := slices.Clone(have)
+		changes := 1 + rnd.IntN(12)
+		if round%10 == 0 {
+			changes = rnd.IntN(len(want))
+		}
+		for range changes {
+			if len(want) > 0 && rnd.IntN(2) == 0 {
+				i := rnd.IntN(len(want))
+				want = slices.Delete(want, i, i+1)
+				continue
+			}
+			line := fmt.Sprintf("rule %04d", rnd.IntN(600)|1) // odd: never in have
+			i, found := slices.BinarySearch(want, line)
+			if !found {
+				want = slices.Insert(want, i, line)
+			}
+		}
+		del, ins, ok := lineEdits(have, want)
+		if !ok {
+			if len(want) >= minEditLines && changes <= 12 && 2*changes <= len(want) {
+				t.Fatalf("round %d: %d changes to %d lines refused", round, changes, len(want))
+			}
+			continue
+		}
+		if got := applyEdits(have, want, del, ins); !slices.Equal(got, want) {
+			t.Fatalf("round %d: edits give\n%q\nwant\n%q", round, got, want)
+		}
+	}
+}
+
+// A partial sync edits a long shared chain in place only while the nf_tables generation shows
+// that nothing else changed the tables since the proxier last wrote or read them; after a
+// hand edit it writes the chain whole (and the verification repairs the edit).
+func TestSharedChainEditsNeedAnUnmovedGeneration(t *testing.T) {
+	rec := &recording{Fake: iptables.NewFake(iptables.IPv4)}
+	p := NewProxier(rec, Config{ClusterCIDR: clusterCIDR, Generation: rec.Generation})
+	ctx := context.Background()
+	w := manyServices(80) // nat KUBE-SERVICES: 80 ClusterIP rules, 80 external ones, the NodePort jump
+	if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	name := portName("ns1", "svc-new", "p80", v1.ProtocolTCP)
+	change := func(step string, add bool, wantEdit bool) {
+		t.Helper()
+		if add {
+			w.add(svc(name, "100.100.2.1"), readyEP("100.64.3.1", 8080))
+		} else {
+			delete(w.services, name)
+			delete(w.endpoints, name)
+		}
+		rec.payloads = nil
+		if err := p.Apply(ctx, changedOne(w, name), testNode, false); err != nil {
+			t.Fatal(err)
+		}
+		all := strings.Join(rec.payloads, "")
+		if got := positionalEdit.MatchString(all); got != wantEdit {
+			t.Errorf("%s: positional edits %v, want %v:\n%s", step, got, wantEdit, all)
+		}
+		if got := strings.Contains(all, ":KUBE-SERVICES "); got == wantEdit {
+			t.Errorf("%s: KUBE-SERVICES written whole %v, want %v", step, got, !wantEdit)
+		}
+		fresh := iptables.NewFake(iptables.IPv4)
+		if err := NewProxier(fresh, Config{ClusterCIDR: clusterCIDR}).Apply(ctx, w.snapshot(), testNode, true); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(fresh.Dump(), rec.Dump()); diff != "" {
+			t.Errorf("%s: tables differ from a fresh full sync's (-fresh +edited):\n%s", step, diff)
+		}
+	}
+	change("service added after the full sync", true, true)
+	change("service removed", false, true)
+	if err := rec.Fake.Restore(ctx, []byte("*nat\n-D KUBE-SERVICES 1\nCOMMIT\n")); err != nil {
+		t.Fatal(err)
+	}
+	change("service added after a hand edit", true, false)
+	if err := p.Apply(ctx, w.snapshot(), testNode, false); err != nil { // the verification
+		t.Fatal(err)
+	}
+	change("service removed after the verification", false, true)
 }
