@@ -140,6 +140,7 @@ func (c *portCache) update(in Input, changed map[types.NamespacedName]struct{}) 
 		}
 		cur := r.servicePort(t.sp, t.eps, in.Node)
 		cur.canonicalise(in.Config.Family)
+		cur.dropChainRules()
 		out = append(out, portChange{name: t.name, old: e.rules, cur: cur})
 		e.sp, e.eps, e.rules, e.gen = t.sp, t.eps, cur, c.gen
 	}
@@ -248,22 +249,6 @@ func sameShared(a, b *portRules) bool {
 
 func sameRules(a, b ChainRules) bool {
 	return slices.EqualFunc(a.Rules, b.Rules, func(x, y iptables.Rule) bool { return slices.Equal(x, y) })
-}
-
-// compact drops the rendered arguments of the per-service chains of the ports an update
-// rendered, once a sync wrote them, and keeps their lines: the lines are what later syncs
-// compare with the kernel, and what a repair writes back (writeChain). At 10,000 services ×
-// 5 endpoints the arguments are about 50 MiB of the cache's 89 MiB. The shared-chain rules
-// stay: sameShared compares them.
-func (c *portCache) compact(changes []portChange) {
-	for _, ch := range changes {
-		if ch.cur == nil {
-			continue
-		}
-		for i := range ch.cur.chains {
-			ch.cur.chains[i].Rules = nil
-		}
-	}
 }
 
 // all yields every port's rules in service port name order.

@@ -348,10 +348,10 @@ func checkCache(t *testing.T, step int, p *Proxier, in Input, scratch Rules) {
 	}
 	var want RuleCounts
 	for _, c := range scratch.NAT {
-		want.NATRules += len(c.Rules)
+		want.NATRules += len(c.lines)
 	}
 	for _, c := range scratch.Filter {
-		want.FilterRules += len(c.Rules)
+		want.FilterRules += len(c.lines)
 	}
 	want.NATChains, want.FilterChains = len(scratch.NAT), len(scratch.Filter)
 	want.NoLocalEndpointsInternal, want.NoLocalEndpointsExternal = scratch.NoLocalEndpointsInternal, scratch.NoLocalEndpointsExternal

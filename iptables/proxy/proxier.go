@@ -222,7 +222,6 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 	} else {
 		p.known = desired
 	}
-	p.cache.compact(changes)
 	switch {
 	case len(w.restores) > 0:
 		p.verifiedGenValid = false
