@@ -219,9 +219,11 @@ func (p *Plan) find(key VSKey) (PlannedVS, bool) {
 	return p.VirtualServers[j], true
 }
 
-// sameConfig reports whether two configs plan alike (every field but the sync knobs).
+// sameConfig reports whether two configs plan alike (every field but the sync knobs and the
+// service ranges, which only ownership reads).
 func sameConfig(a, b Config) bool {
 	a.KernelCheckInterval, b.KernelCheckInterval = 0, 0
+	a.ServiceCIDRs, b.ServiceCIDRs = nil, nil
 	return reflect.DeepEqual(a, b)
 }
 

@@ -71,9 +71,11 @@ type Proxier struct {
 	checked time.Time
 	now     func() time.Time
 
-	mu              sync.Mutex // guards last and restoreFailures (read by the metrics)
+	mu              sync.Mutex // guards last, restoreFailures (read by the metrics) and serviceCIDRs
 	last            SyncStats
 	restoreFailures int
+	// serviceCIDRs, when not nil, replaces cfg.ServiceCIDRs from the next sync on.
+	serviceCIDRs []netip.Prefix
 }
 
 // NewProxier returns an IPVS mode backend writing through w. cfg.Scheduler must pass
@@ -93,6 +95,16 @@ func NewProxier(w Writers, cfg Config) (*Proxier, error) {
 func (p *Proxier) HasState(ctx context.Context) bool {
 	addrs, err := p.w.Links.ListAddrs(ctx, DummyDevice)
 	return err == nil && len(addrs) > 0
+}
+
+// SetServiceCIDRs sets the service ranges (Config.ServiceCIDRs: a virtual server in them that
+// no service wants is kproxy's to delete) from the next sync on: the ServiceCIDR objects of
+// the cluster, when --service-cluster-ip-range does not name them. Safe to call from any
+// goroutine.
+func (p *Proxier) SetServiceCIDRs(cidrs []netip.Prefix) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.serviceCIDRs = append([]netip.Prefix{}, cidrs...)
 }
 
 // Mode returns "ipvs".
@@ -124,6 +136,11 @@ func (p *Proxier) RestoreFailures() int {
 // O(changes).
 func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, full bool) error {
 	start := p.now()
+	p.mu.Lock()
+	if p.serviceCIDRs != nil {
+		p.cfg.ServiceCIDRs = p.serviceCIDRs
+	}
+	p.mu.Unlock()
 	full = full || !p.synced
 	check := full || (p.cfg.KernelCheckInterval > 0 && start.Sub(p.checked) >= p.cfg.KernelCheckInterval)
 	changed := snap.Changed

@@ -384,3 +384,43 @@ func TestHasState(t *testing.T) {
 		t.Error("after a sync: a new proxier's HasState false")
 	}
 }
+
+// The ServiceCIDR objects' ranges (SetServiceCIDRs, when --service-cluster-ip-range is not
+// given) make a leftover virtual server in them kproxy's: one that no service wants, on an
+// address no longer bound to kube-ipvs0 and named by no set, goes at the next sync that checks
+// the kernel; without the ranges it stays (nothing says it is kproxy's).
+func TestServiceCIDRsFromObjectsOwnLeftovers(t *testing.T) {
+	cfg := testConfig()
+	cfg.ServiceCIDRs = nil
+	e := newEnv(t, cfg)
+	ctx := context.Background()
+	leftover := VirtualServer{VSKey: VSKey{IP: netip.MustParseAddr("100.100.7.7"), Port: 80, Protocol: v1.ProtocolTCP}, Scheduler: "rr"}
+	if err := e.ipvs.AddVirtualServer(ctx, leftover); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld().svc(webTCP(), readyEP("100.64.1.2", 8080))
+	has := func() bool {
+		list, _ := e.ipvs.ListVirtualServers(ctx)
+		for _, vs := range list {
+			if vs.VSKey == leftover.VSKey {
+				return true
+			}
+		}
+		return false
+	}
+	e.apply(t, w, true)
+	if !has() {
+		t.Fatal("the leftover went without service ranges")
+	}
+	e.p.SetServiceCIDRs([]netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")})
+	e.apply(t, w, true)
+	if has() {
+		t.Error("the leftover in the ServiceCIDR range stayed")
+	}
+	// The ranges do not change any plan: new ones must not make the plan cache start over.
+	with := testConfig()
+	with.ServiceCIDRs = []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}
+	if !sameConfig(testConfig(), with) {
+		t.Error("sameConfig: configs that differ only in ServiceCIDRs plan alike")
+	}
+}

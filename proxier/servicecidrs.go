@@ -16,12 +16,13 @@ import (
 // watchServiceCIDRs starts the ServiceCIDR informer, which hands f.OnServiceCIDRs the union
 // of every object's ranges after each change. When kproxy may not list ServiceCIDRs (no RBAC
 // rule, an apiserver without the API), it says so and watches nothing: the backends then
-// keep their per-ClusterIP rules. The returned function reports the first list delivered
-// (nil when nothing is watched).
+// keep their per-ClusterIP rules (iptables mode) or their other ownership evidence (IPVS
+// mode). The returned function reports the first list delivered (nil when nothing is
+// watched).
 func (f *Feed) watchServiceCIDRs(ctx context.Context) (cache.InformerSynced, error) {
 	logger := klog.FromContext(ctx)
 	if _, err := f.Client.NetworkingV1().ServiceCIDRs().List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
-		logger.Error(err, "Cannot list ServiceCIDRs: traffic to a ClusterIP on a port no service uses is rejected by one rule per ClusterIP, not per range",
+		logger.Error(err, "Cannot list ServiceCIDRs: going on without the service ranges (iptables mode rejects traffic to unused ClusterIP ports with one rule per ClusterIP, not per range; IPVS mode does not recognise a leftover virtual server off kube-ipvs0 as its own)",
 			"toFix", "grant list and watch on servicecidrs.networking.k8s.io (deploy/rbac.yaml), or set --service-cluster-ip-range")
 		if f.Report != nil {
 			f.Report("Node", "", f.NodeName, "ServiceCIDRsUnavailable", "cannot list ServiceCIDRs: "+err.Error())

@@ -166,8 +166,14 @@ func serve(ctx context.Context, cfg Config) error {
 // ran before (Health.Resumed).
 type stateReporter interface{ HasState(context.Context) bool }
 
-// serviceCIDRSetter is a backend that takes the service ranges while running (iptables mode).
+// serviceCIDRSetter is a backend that takes the service ranges while running (iptables and IPVS
+// modes).
 type serviceCIDRSetter interface{ SetServiceCIDRs([]netip.Prefix) }
+
+var (
+	_ serviceCIDRSetter = (*iptproxy.Proxier)(nil)
+	_ serviceCIDRSetter = (*ipvs.Proxier)(nil)
+)
 
 // serviceCIDRsSink is where the ServiceCIDR objects' ranges go: every backend that takes
 // them. nil (no ServiceCIDR informer) when --service-cluster-ip-range names the ranges or no
