@@ -28,6 +28,11 @@ type ReconcilerOptions struct {
 	// After a successful Apply, the mode-independent steps (see aftersync.go); each is
 	// optional.
 	After AfterSync
+	// ReleaseMemory, when set, runs after each successful full sync (kproxy:
+	// debug.FreeOSMemory). A full sync renders every service and reads the kernel's whole
+	// state, the process's high-water mark; without it the Go runtime hands the freed heap
+	// back to the kernel over minutes, and the resident size stays near that mark.
+	ReleaseMemory func()
 }
 
 // Reconciler turns the tracker's state into kernel state through a Backend. Sync is the
@@ -118,6 +123,9 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	}
 	r.health.Updated(string(r.opts.Family))
 	r.afterSync(ctx, snap, node)
+	if full && r.opts.ReleaseMemory != nil {
+		r.opts.ReleaseMemory()
+	}
 	logger.V(2).Info("Synced proxy rules", "mode", r.backend.Mode(), "ipFamily", r.opts.Family, "full", full,
 		"services", len(snap.Services), "changedServices", len(snap.Changed), "elapsed", end.Sub(start))
 	return nil

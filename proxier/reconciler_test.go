@@ -73,7 +73,8 @@ func TestReconcilerFullSyncRules(t *testing.T) {
 	all := NewMetrics()
 	m := all.For("IPv4")
 	h := NewHealth(time.Minute, []string{"IPv4"}, clk)
-	r := NewReconciler(src, be, m, h, ReconcilerOptions{FullSyncInterval: time.Hour, Clock: clk})
+	released := 0 // ReleaseMemory runs after each successful full sync, and only then
+	r := NewReconciler(src, be, m, h, ReconcilerOptions{FullSyncInterval: time.Hour, Clock: clk, ReleaseMemory: func() { released++ }})
 	r.SetNode(endpoints.NodeInfo{Name: "n1"})
 	ctx := context.Background()
 
@@ -96,9 +97,13 @@ func TestReconcilerFullSyncRules(t *testing.T) {
 		if st.setNode != nil {
 			r.SetNode(*st.setNode)
 		}
+		before := released
 		err := r.Sync(ctx)
 		if (err != nil) != st.wantErr {
 			t.Fatalf("step %d: err = %v, wantErr %v", i, err, st.wantErr)
+		}
+		if want := st.want.full && !st.wantErr; (released > before) != want {
+			t.Errorf("step %d: memory released %v, want %v", i, released > before, want)
 		}
 		if st.want.node.Name == "" {
 			st.want.node = endpoints.NodeInfo{Name: "n1"}

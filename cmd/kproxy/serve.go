@@ -9,6 +9,7 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -280,7 +281,7 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		IPFamily: o.family, OnInvalid: o.report, StartTime: time.Now(),
 	})
 	rec := proxier.NewReconciler(tracker, backend, fm, o.health,
-		proxier.ReconcilerOptions{Family: o.family, After: after})
+		proxier.ReconcilerOptions{Family: o.family, After: after, ReleaseMemory: debug.FreeOSMemory})
 	rec.SetNode(endpoints.NodeInfo{Name: o.nodeName})
 	runner := proxier.NewRunner("sync-proxy-rules-"+string(o.family), rec.Sync, proxier.RunnerOptions{
 		MinInterval: o.cfg.MinSyncPeriod,
