@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,7 +59,31 @@ func (p phase) end(rr *runResult, name string) error {
 	rr.Figures[name+".cpu_s"] = stats.Round(d.Self+d.Children, 2)
 	rr.Figures[name+".cpu_children_s"] = stats.Round(d.Children, 2)
 	rr.Figures[name+".rss_mb"] = stats.Round(rss, 1)
+	if phaseEnded != nil {
+		phaseEnded(name)
+	}
 	return nil
+}
+
+// phaseEnded, when set (-heap-profiles, while a kproxy runs on the host), is called at the
+// end of each phase with its name. The proxies run one after another, so one hook will do.
+var phaseEnded func(name string)
+
+// saveHeapProfile saves the heap profile of the node's kproxy (--profiling) into -dump-dir:
+// what is live after a garbage collection, for where the peak RSS goes.
+func saveHeapProfile(cfg config, sec sectionCfg, p proxyCfg, rr *runResult, node, phaseName string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", harness.MetricsPort)
+	code, body, err := harness.HTTPGet(ctx, node, url)
+	if err != nil || code != 200 {
+		logf("  heap profile after %s: %d %v", phaseName, code, err)
+		return
+	}
+	name := fmt.Sprintf("%s-%s-n%d-r%d-%s.heap.pb.gz", strings.ReplaceAll(p.Name, " ", "-"), sec.Backend, cfg.N, rr.Round, phaseName)
+	if err := os.WriteFile(filepath.Join(cfg.DumpDir, name), []byte(body), 0o644); err != nil {
+		logf("  heap profile after %s: %v", phaseName, err)
+	}
 }
 
 func runOne(cfg config, sec sectionCfg, p proxyCfg, roundNo, position int) *runResult {
@@ -83,9 +108,14 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	if p.Bin != "" {
 		bin = p.Bin
 	}
+	args := p.Args
+	heap := cfg.HeapProfiles && cfg.DumpDir != "" && strings.HasPrefix(p.Name, "kproxy")
+	if heap {
+		args = append(slices.Clone(args), "--profiling")
+	}
 	c, err := harness.Start(sctx, harness.Options{
 		Prefix: cfg.Prefix, Nodes: 1, PodsPerNode: 0, Proxy: p.Proxy, ProxyBin: bin,
-		ProxyArgs: p.Args, K8sBin: cfg.K8sBin, EchoBin: cfg.EchoBin,
+		ProxyArgs: args, K8sBin: cfg.K8sBin, EchoBin: cfg.EchoBin,
 		Logf: func(string, ...any) {},
 	})
 	cancel()
@@ -100,6 +130,10 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	}
 	rr.Figures["sandbox.start_s"] = stats.Round(time.Since(t0).Seconds(), 2)
 	node := c.Nodes[0].Name
+	if heap {
+		phaseEnded = func(name string) { saveHeapProfile(cfg, sec, p, rr, node, name) }
+		defer func() { phaseEnded = nil }()
+	}
 	cs, err := load.FastClient(c.RESTConfig)
 	if err != nil {
 		return err
