@@ -10,6 +10,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 
+	"github.com/kproxy/kproxy/endpoints"
 	"github.com/kproxy/kproxy/iptables"
 )
 
@@ -36,65 +37,60 @@ func BenchmarkWriterKernel(b *testing.B) {
 	b.Logf("first sync (empty tables, %d services, %d nat chains, %d nat rules): %v in %d restores",
 		n, counts.NATChains, counts.NATRules, time.Since(start), kernel.restores)
 
-	name := portName("ns1", "svc00001", "http", v1.ProtocolTCP)
-	flip := false
-	b.Run("partial-one-service", func(b *testing.B) {
-		for b.Loop() {
-			flip = !flip
-			eps := w.endpoints[name][:5]
-			if flip {
-				eps = eps[:4]
-			}
-			w.endpoints[name] = eps
-			if err := p.Apply(ctx, changedOne(w, name), testNode, false); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	// A service that comes and goes changes nat KUBE-SERVICES (and, without service CIDRs,
-	// filter KUBE-SERVICES): what every partial sync of a bulk create or delete pays. Without
-	// the nf_tables generation the proxier writes both chains whole; with it (as kproxy runs
-	// on iptables-nft) it edits them in place.
+	// Partial syncs by a proxier without the nf_tables generation (p: shared chains written
+	// whole, canary check after each) and by one with it, as kproxy runs on iptables-nft (pg:
+	// shared chains edited in place while the generation is unmoved). A service that comes
+	// and goes changes nat KUBE-SERVICES (and, without service CIDRs, filter KUBE-SERVICES):
+	// what every partial sync of a bulk create or delete pays.
 	gcfg := cfg
 	gcfg.Generation = runner.Generation
 	pg := NewProxier(kernel, gcfg)
 	if err := pg.Apply(ctx, w.snapshot(), testNode, true); err != nil {
 		b.Fatal(err)
 	}
+	name := portName("ns1", "svc00001", "http", v1.ProtocolTCP)
 	extra := portName("ns1", "svc-extra", "http", v1.ProtocolTCP)
-	addOrRemove := func(b *testing.B, p *Proxier) {
-		step := func() {
-			flip = !flip
-			if flip {
-				w.add(svc(extra, "100.100.200.1"), readyEP("100.64.200.1", 8080))
-			} else {
-				delete(w.services, extra)
-				delete(w.endpoints, extra)
-			}
-			if err := p.Apply(ctx, changedOne(w, extra), testNode, false); err != nil {
-				b.Fatal(err)
-			}
+	flip := false
+	oneEndpoint := func() endpoints.ServicePortName {
+		flip = !flip
+		eps := w.endpoints[name][:5]
+		if flip {
+			eps = eps[:4]
 		}
-		step() // untimed: the other proxier's writes moved the generation
-		for b.Loop() {
-			step()
+		w.endpoints[name] = eps
+		return name
+	}
+	addOrRemove := func() endpoints.ServicePortName {
+		if _, ok := w.services[extra]; ok {
+			delete(w.services, extra)
+			delete(w.endpoints, extra)
+		} else {
+			w.add(svc(extra, "100.100.200.1"), readyEP("100.64.200.1", 8080))
+		}
+		return extra
+	}
+	partial := func(p *Proxier, change func() endpoints.ServicePortName) func(b *testing.B) {
+		return func(b *testing.B) {
+			step := func() {
+				if err := p.Apply(ctx, changedOne(w, change()), testNode, false); err != nil {
+					b.Fatal(err)
+				}
+			}
+			step() // untimed: the other proxier's writes moved the generation
+			for b.Loop() {
+				step()
+			}
 		}
 	}
-	b.Run("partial-add-or-remove-service-rewrite", func(b *testing.B) { addOrRemove(b, p) })
-	b.Run("partial-add-or-remove-service-edit", func(b *testing.B) { addOrRemove(b, pg) })
-	b.Run("partial-one-service-generation", func(b *testing.B) {
-		for b.Loop() {
-			flip = !flip
-			eps := w.endpoints[name][:5]
-			if flip {
-				eps = eps[:4]
-			}
-			w.endpoints[name] = eps
-			if err := pg.Apply(ctx, changedOne(w, name), testNode, false); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	b.Run("partial-one-service", partial(p, oneEndpoint))
+	b.Run("partial-one-service-generation", partial(pg, oneEndpoint))
+	b.Run("partial-add-or-remove-service-rewrite", partial(p, addOrRemove))
+	b.Run("partial-add-or-remove-service-edit", partial(pg, addOrRemove))
+	delete(w.services, extra) // the idle benchmarks start from the kernel as p knows it
+	delete(w.endpoints, extra)
+	if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {
+		b.Fatal(err)
+	}
 	b.Run("idle-verify", func(b *testing.B) {
 		for b.Loop() {
 			if err := p.Apply(ctx, w.snapshot(), testNode, false); err != nil {
