@@ -21,10 +21,11 @@ type writePlan struct {
 	deleted []iptables.Chain
 }
 
-// tableChain is a chain of a table with its rules.
+// tableChain is a chain of a table with its rules as iptables-save prints them.
 type tableChain struct {
 	table iptables.Table
-	chain ChainRules
+	chain iptables.Chain
+	lines []string
 }
 
 // leafChains are shared nat chains the per-service chains jump to: written before them.
@@ -186,7 +187,7 @@ func lineEdits(have, want []string) (del, ins []int, ok bool) {
 // record applies what the plan wrote to known.
 func (w *writePlan) record(known chainState) {
 	for _, tc := range w.written {
-		known[tc.table][tc.chain.Chain] = tc.chain.lines
+		known[tc.table][tc.chain] = tc.lines
 	}
 	for _, c := range w.deleted {
 		delete(known[iptables.TableNAT], c)
@@ -194,7 +195,7 @@ func (w *writePlan) record(known chainState) {
 }
 
 func (w *writePlan) count(table iptables.Table, c ChainRules) {
-	w.written = append(w.written, tableChain{table: table, chain: c})
+	w.written = append(w.written, tableChain{table: table, chain: c.Chain, lines: c.lines})
 	w.chainsWritten++
 	w.rulesWritten += len(c.lines)
 }
