@@ -31,6 +31,12 @@ type Runner struct {
 
 	backendOnce sync.Once
 	nft         bool // the tools are iptables-nft (nftBackend)
+
+	mu sync.Mutex
+	// saved is the size of each table's last iptables-save output: the next read's buffer
+	// starts that large (a 10,000-service nat table is 18 MB; grown by doubling, the
+	// buffer left about twice that behind it).
+	saved map[Table]int
 }
 
 var _ Interface = (*Runner)(nil)
@@ -61,9 +67,11 @@ func (r *Runner) command(ctx context.Context, tool string, args ...string) *exec
 	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + r.opts.NetNSPath, "--", tool}, args...)...)
 }
 
-// run execs the command and returns its stdout; a failure carries stderr.
-func (r *Runner) run(cmd *exec.Cmd) ([]byte, error) {
+// run execs the command and returns its stdout, read into a buffer of at least size bytes;
+// a failure carries stderr.
+func (r *Runner) run(cmd *exec.Cmd, size int) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
+	stdout.Grow(size)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if err != nil {
@@ -98,7 +106,7 @@ func (e *execError) exitCode() int {
 func (r *Runner) Restore(ctx context.Context, data []byte) error {
 	cmd := r.command(ctx, r.tool("tables-restore"), "--noflush", "-w")
 	cmd.Stdin = bytes.NewReader(data)
-	_, err := r.run(cmd)
+	_, err := r.run(cmd, 0)
 	var ee *execError
 	if errors.As(err, &ee) && ee.exitCode() > 0 && !strings.HasPrefix(ee.stderr, "nsenter:") {
 		return parseRestoreError(ee.stderr)
@@ -108,12 +116,24 @@ func (r *Runner) Restore(ctx context.Context, data []byte) error {
 
 // Save runs iptables-save -t table.
 func (r *Runner) Save(ctx context.Context, table Table) ([]byte, error) {
-	return r.run(r.command(ctx, r.tool("tables-save"), "-t", string(table)))
+	r.mu.Lock()
+	last := r.saved[table]
+	r.mu.Unlock()
+	out, err := r.run(r.command(ctx, r.tool("tables-save"), "-t", string(table)), last+last/16+4096)
+	if err == nil {
+		r.mu.Lock()
+		if r.saved == nil {
+			r.saved = map[Table]int{}
+		}
+		r.saved[table] = len(out)
+		r.mu.Unlock()
+	}
+	return out, err
 }
 
 // EnsureChain runs iptables -w -t table -N chain; "Chain already exists" means it existed.
 func (r *Runner) EnsureChain(ctx context.Context, table Table, chain Chain) (bool, error) {
-	_, err := r.run(r.command(ctx, r.tool("tables"), "-w", "-t", string(table), "-N", string(chain)))
+	_, err := r.run(r.command(ctx, r.tool("tables"), "-w", "-t", string(table), "-N", string(chain)), 0)
 	var ee *execError
 	if errors.As(err, &ee) && ee.exitCode() == 1 && strings.Contains(ee.stderr, "already exists") {
 		return true, nil
@@ -125,7 +145,7 @@ func (r *Runner) EnsureChain(ctx context.Context, table Table, chain Chain) (boo
 // rule does not exist; anything else is an error.
 func (r *Runner) EnsureRule(ctx context.Context, pos RulePosition, table Table, chain Chain, args ...string) (bool, error) {
 	base := []string{"-w", "-t", string(table)}
-	_, err := r.run(r.command(ctx, r.tool("tables"), append(append(base, "-C", string(chain)), args...)...))
+	_, err := r.run(r.command(ctx, r.tool("tables"), append(append(base, "-C", string(chain)), args...)...), 0)
 	if err == nil {
 		return true, nil
 	}
@@ -133,7 +153,7 @@ func (r *Runner) EnsureRule(ctx context.Context, pos RulePosition, table Table, 
 	if !errors.As(err, &ee) || ee.exitCode() != 1 {
 		return false, err
 	}
-	_, err = r.run(r.command(ctx, r.tool("tables"), append(append(base, string(pos), string(chain)), args...)...))
+	_, err = r.run(r.command(ctx, r.tool("tables"), append(append(base, string(pos), string(chain)), args...)...), 0)
 	return false, err
 }
 

@@ -11,7 +11,10 @@ import (
 func ParseSave(data []byte, table Table) (map[Chain][]string, error) {
 	chains := map[Chain][]string{}
 	in := false
-	for i, line := range strings.Split(string(data), "\n") {
+	text := string(data) // one copy: the rules are substrings of it
+	for n := 1; text != ""; n++ {
+		var line string
+		line, text, _ = strings.Cut(text, "\n")
 		line = strings.TrimSpace(line)
 		switch {
 		case line == "" || strings.HasPrefix(line, "#"):
@@ -29,7 +32,7 @@ func ParseSave(data []byte, table Table) (map[Chain][]string, error) {
 			name, rule, _ := strings.Cut(line[len("-A "):], " ")
 			chains[Chain(name)] = append(chains[Chain(name)], rule)
 		default:
-			return nil, fmt.Errorf("iptables-save output line %d: unexpected %q", i+1, line)
+			return nil, fmt.Errorf("iptables-save output line %d: unexpected %q", n, line)
 		}
 	}
 	return chains, nil
