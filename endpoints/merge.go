@@ -18,6 +18,13 @@ func mergeSlices(bySlice map[string]*sliceInfo) map[ServicePortName][]Endpoint {
 	}
 	var out map[ServicePortName][]Endpoint
 	seen := map[key]int{} // index in out[name]
+	// Each port's list is allocated once, for every endpoint of every slice: exact for the
+	// usual service (its slices carry the same ports), where growing by append left up to
+	// twice the memory behind (the tracker keeps these lists for every service).
+	total := 0
+	for _, info := range bySlice {
+		total += len(info.Endpoints)
+	}
 	for _, sliceName := range slices.Sorted(maps.Keys(bySlice)) {
 		info := bySlice[sliceName]
 		for _, p := range info.Ports {
@@ -31,7 +38,10 @@ func mergeSlices(bySlice map[string]*sliceInfo) map[ServicePortName][]Endpoint {
 					continue
 				}
 				if out == nil {
-					out = map[ServicePortName][]Endpoint{}
+					out = make(map[ServicePortName][]Endpoint, len(info.Ports))
+				}
+				if out[p.Name] == nil {
+					out[p.Name] = make([]Endpoint, 0, total)
 				}
 				seen[k] = len(out[p.Name])
 				out[p.Name] = append(out[p.Name], ep)
