@@ -2,6 +2,7 @@ package endpoints
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -230,4 +231,14 @@ func summarize(t *testing.T, s Snapshot) snapSummary {
 		sum.TriggerTimes[name.String()] = times
 	}
 	return sum
+}
+
+// equalEndpointMaps reports whether two per-port endpoint maps hold the same values.
+func equalEndpointMaps(a, b map[ServicePortName][]Endpoint) bool {
+	return maps.EqualFunc(a, b, func(x, y []Endpoint) bool { return slices.EqualFunc(x, y, equalEndpoint) })
+}
+
+// equalPortMaps reports whether two per-port service maps hold the same values.
+func equalPortMaps(a, b map[ServicePortName]*ServicePort) bool {
+	return maps.EqualFunc(a, b, equalServicePort)
 }

@@ -1,6 +1,7 @@
 package endpoints
 
 import (
+	"cmp"
 	"maps"
 	"net/netip"
 	"slices"
@@ -62,9 +63,37 @@ func compareEndpoints(a, b Endpoint) int {
 	return int(a.Port - b.Port)
 }
 
-// equalEndpointMaps reports whether two per-port endpoint maps hold the same values.
-func equalEndpointMaps(a, b map[ServicePortName][]Endpoint) bool {
-	return maps.EqualFunc(a, b, func(x, y []Endpoint) bool { return slices.EqualFunc(x, y, equalEndpoint) })
+// portList is the ports of a map sorted by name (nil for none).
+func portList(m map[ServicePortName]*ServicePort) []*ServicePort {
+	if len(m) == 0 {
+		return nil
+	}
+	return slices.SortedFunc(maps.Values(m), func(a, b *ServicePort) int { return compareNames(a.Name, b.Name) })
+}
+
+// endpointsList is the per-port endpoints of a map sorted by port name (nil for none).
+func endpointsList(m map[ServicePortName][]Endpoint) []portEndpoints {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]portEndpoints, 0, len(m))
+	for name, eps := range m {
+		out = append(out, portEndpoints{name: name, endpoints: eps})
+	}
+	slices.SortFunc(out, func(a, b portEndpoints) int { return compareNames(a.name, b.name) })
+	return out
+}
+
+func compareNames(a, b ServicePortName) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name),
+		cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
+}
+
+// equalEndpointLists reports whether two sorted per-port endpoint lists hold the same values.
+func equalEndpointLists(a, b []portEndpoints) bool {
+	return slices.EqualFunc(a, b, func(x, y portEndpoints) bool {
+		return x.name == y.name && slices.EqualFunc(x.endpoints, y.endpoints, equalEndpoint)
+	})
 }
 
 func equalEndpoint(a, b Endpoint) bool {
@@ -72,11 +101,6 @@ func equalEndpoint(a, b Endpoint) bool {
 		a.Ready == b.Ready && a.Serving == b.Serving && a.Terminating == b.Terminating &&
 		a.NodeName == b.NodeName && a.Zone == b.Zone &&
 		slices.Equal(a.ZoneHints, b.ZoneHints) && slices.Equal(a.NodeHints, b.NodeHints)
-}
-
-// equalPortMaps reports whether two per-port service maps hold the same values.
-func equalPortMaps(a, b map[ServicePortName]*ServicePort) bool {
-	return maps.EqualFunc(a, b, equalServicePort)
 }
 
 func equalServicePort(a, b *ServicePort) bool {
