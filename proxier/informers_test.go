@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -113,5 +114,37 @@ func TestFeedTrimsObjects(t *testing.T) {
 	want := map[string]string{v1.EndpointsLastChangeTriggerTime: "2026-12-07T00:00:00Z"}
 	if tr.slice.ManagedFields != nil || !maps.Equal(tr.slice.Annotations, want) {
 		t.Errorf("slice stored with managedFields %v, annotations %v; want none and %v", tr.slice.ManagedFields, tr.slice.Annotations, want)
+	}
+}
+
+// Trim keeps what the tracker reads of an EndpointSlice (labels, the trigger-time annotation,
+// ports, addresses, conditions, node, zone, hints) and drops the rest it never reads.
+func TestTrimEndpointSlice(t *testing.T) {
+	ready, name, port := true, "http", int32(8080)
+	node, zone, host := "node-1", "zone-a", "pod-a"
+	keep := func() *discovery.EndpointSlice {
+		return &discovery.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Name: "web-abc", Namespace: "ns",
+				Labels:      map[string]string{discovery.LabelServiceName: "web"},
+				Annotations: map[string]string{v1.EndpointsLastChangeTriggerTime: "2026-12-07T05:00:00Z"}},
+			AddressType: discovery.AddressTypeIPv4,
+			Ports:       []discovery.EndpointPort{{Name: &name, Port: &port}},
+			Endpoints: []discovery.Endpoint{{Addresses: []string{"100.64.1.2"}, Conditions: discovery.EndpointConditions{Ready: &ready},
+				NodeName: &node, Zone: &zone, Hints: &discovery.EndpointHints{ForZones: []discovery.ForZone{{Name: zone}}}}},
+		}
+	}
+	in := keep()
+	in.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager"}}
+	in.Annotations[lastApplied] = "{}"
+	in.OwnerReferences = []metav1.OwnerReference{{Kind: "Service", Name: "web"}}
+	in.Endpoints[0].TargetRef = &v1.ObjectReference{Kind: "Pod", Namespace: "ns", Name: "pod-a"}
+	in.Endpoints[0].Hostname = &host
+	in.Endpoints[0].DeprecatedTopology = map[string]string{"kubernetes.io/hostname": node}
+	out, err := Trim(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(keep(), out); diff != "" {
+		t.Errorf("Trim (-want +got):\n%s", diff)
 	}
 }
