@@ -6,6 +6,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -248,4 +251,79 @@ type teeRestores struct {
 func (t *teeRestores) Restore(ctx context.Context, data []byte) error {
 	t.payloads = append(t.payloads, string(data))
 	return t.Interface.Restore(ctx, data)
+}
+
+// useLegacy makes iptables-legacy the iptables of every command the test runs (a directory of
+// symlinks to xtables-legacy-multi first in PATH, as kpbench -backends legacy does).
+func useLegacy(t *testing.T) {
+	t.Helper()
+	bin, err := exec.LookPath("xtables-legacy-multi")
+	if err != nil {
+		t.Skip("no xtables-legacy-multi here")
+	}
+	dir := t.TempDir()
+	for _, tool := range []string{"iptables", "iptables-save", "iptables-restore"} {
+		if err := os.Symlink(bin, filepath.Join(dir, tool)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	if out, err := exec.Command("iptables", "--version").CombinedOutput(); err != nil || !strings.Contains(string(out), "legacy") {
+		t.Fatalf("iptables --version with the legacy PATH: %q, %v", out, err)
+	}
+}
+
+// TestSharedChainEditsLegacyKernel: iptables-legacy has no nf_tables generation, so partial
+// syncs write long shared chains whole; a sync that read the tables (here the idle check
+// after a hand edit) edits them by position, which iptables-legacy-restore applies as
+// iptables-nft does. After each step the tables are what a fresh full sync writes.
+func TestSharedChainEditsLegacyKernel(t *testing.T) {
+	useLegacy(t)
+	ctx := context.Background()
+	cfg := Config{ClusterCIDR: clusterCIDR}
+	runner := iptables.New(iptables.Options{NetNSPath: newNetNSPath(t)})
+	if _, ok, _ := runner.Generation(); ok {
+		t.Fatal("a generation with iptables-legacy")
+	}
+	kernel := &teeRestores{Interface: runner}
+	gcfg := cfg
+	gcfg.Generation = runner.Generation
+	p := NewProxier(kernel, gcfg)
+	w := manyServices(80)
+	if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	matchesFresh := func(step string) {
+		t.Helper()
+		fresh := newNetNS(t)
+		if err := NewProxier(fresh, cfg).Apply(ctx, w.snapshot(), testNode, true); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tables(t, fresh), tables(t, runner)); diff != "" {
+			t.Errorf("%s: tables differ from a fresh full sync's (-fresh +kproxy):\n%s", step, diff)
+		}
+	}
+
+	name := portName("ns1", "svc-new", "p80", v1.ProtocolTCP)
+	w.add(svc(name, "100.100.2.1"), readyEP("100.64.3.1", 8080))
+	kernel.payloads = nil
+	if err := p.Apply(ctx, changedOne(w, name), testNode, false); err != nil {
+		t.Fatal(err)
+	}
+	if all := strings.Join(kernel.payloads, ""); positionalEdit.MatchString(all) || !strings.Contains(all, ":KUBE-SERVICES ") {
+		t.Errorf("partial sync without a generation: want KUBE-SERVICES written whole, no positional edits:\n%s", all)
+	}
+	matchesFresh("service added")
+
+	if err := runner.Restore(ctx, []byte("*nat\n-D KUBE-SERVICES 7\n-D KUBE-SERVICES 3\nCOMMIT\n")); err != nil {
+		t.Fatal(err)
+	}
+	kernel.payloads = nil
+	if err := p.Apply(ctx, w.snapshot(), testNode, false); err != nil { // the idle check
+		t.Fatal(err)
+	}
+	if all := strings.Join(kernel.payloads, ""); !positionalEdit.MatchString(all) || strings.Contains(all, ":KUBE-SERVICES ") {
+		t.Errorf("repair after reading the tables: want positional edits only:\n%s", all)
+	}
+	matchesFresh("two rules deleted by hand, repaired")
 }
