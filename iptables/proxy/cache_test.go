@@ -298,7 +298,7 @@ func TestPartialSyncMatchesScratch(t *testing.T) {
 					flips++
 				}
 				checkCache(t, step, p, in, scratch)
-				want := planWrite(known, scratch.NAT, scratch.Filter, staleChains(known, stateOf(scratch)), cfg.batchServices(), edit)
+				want := planWrite(known, scratch.NAT, scratch.Filter, staleChains(known, stateOf(scratch)), cfg.batchFor(len(known[iptables.TableNAT])), edit)
 				var wantPayloads []string
 				for _, tx := range want.restores {
 					wantPayloads = append(wantPayloads, string(tx.Bytes()))

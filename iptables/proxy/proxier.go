@@ -202,12 +202,13 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 	rules, counts := p.cache.rules(r, in.NodePortIPs, kind.reads())
 	var w writePlan
 	var desired chainState
+	batch := p.cfg.batchFor(len(p.known[iptables.TableNAT]))
 	if !kind.reads() {
 		chains, gone := changedChains(changes)
-		w = planWrite(p.known, slices.Concat(rules.NAT, chains), rules.Filter, p.knownChains(gone), p.cfg.batchServices(), asKnown)
+		w = planWrite(p.known, slices.Concat(rules.NAT, chains), rules.Filter, p.knownChains(gone), batch, asKnown)
 	} else {
 		desired = stateOf(rules)
-		w = planWrite(p.known, rules.NAT, rules.Filter, staleChains(p.known, desired), p.cfg.batchServices(), asKnown)
+		w = planWrite(p.known, rules.NAT, rules.Filter, staleChains(p.known, desired), batch, asKnown)
 	}
 	for i, tx := range w.restores {
 		data := tx.Bytes()

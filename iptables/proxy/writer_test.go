@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kproxy/kproxy/endpoints"
 	"github.com/kproxy/kproxy/iptables"
@@ -100,6 +101,62 @@ func TestBatchedWrites(t *testing.T) {
 		if isServiceChain(c) {
 			t.Errorf("stale chain %s left", c)
 		}
+	}
+}
+
+// Into a table that already holds many chains, a restore writes more services than
+// Config.BatchServices (one more per natChainsPerBatchService chains known): a commit into a
+// large table costs the kernel's check of all of it, so fewer restores are cheaper. A cold
+// start, into empty tables, keeps the configured batch.
+func TestBatchGrowsWithTheTable(t *testing.T) {
+	rec := &recording{Fake: iptables.NewFake(iptables.IPv4)}
+	p := NewProxier(rec, Config{ClusterCIDR: clusterCIDR, BatchServices: 2})
+	ctx := context.Background()
+	all := manyServices(140)
+	w := newWorld()
+	var names []endpoints.ServicePortName
+	for name := range all.services {
+		names = append(names, name)
+	}
+	slices.SortFunc(names, func(a, b endpoints.ServicePortName) int { return strings.Compare(a.String(), b.String()) })
+	for _, name := range names[:130] {
+		w.add(all.services[name], all.endpoints[name]...)
+	}
+	if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.payloads) != 66 {
+		t.Errorf("cold start of 130 services: %d restores, want 66 (65 of 2 services, the shared chains)", len(rec.payloads))
+	}
+	known := len(p.known[iptables.TableNAT])
+	batch := p.cfg.batchFor(known)
+	if batch != known/natChainsPerBatchService || batch < 10 {
+		t.Fatalf("batchFor(%d nat chains) = %d, want %d", known, batch, known/natChainsPerBatchService)
+	}
+	rec.payloads = nil
+	for _, name := range names[130:] {
+		w.add(all.services[name], all.endpoints[name]...)
+	}
+	snap := w.snapshot()
+	snap.Changed = map[types.NamespacedName]struct{}{}
+	for _, name := range names[130:] {
+		snap.Changed[name.NamespacedName] = struct{}{}
+	}
+	if err := p.Apply(ctx, snap, testNode, false); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.payloads) != 1 {
+		t.Fatalf("10 services added to a table of %d nat chains: %d restores, want 1:\n%s", known, len(rec.payloads), strings.Join(rec.payloads, "----\n"))
+	}
+	if got, _ := declaredChains(rec.payloads[0]); got != 50 || !strings.Contains(rec.payloads[0], "KUBE-SERVICES") {
+		t.Errorf("the restore declares %d per-service chains, want 50, and edits KUBE-SERVICES:\n%s", got, rec.payloads[0])
+	}
+	oneShot := iptables.NewFake(iptables.IPv4)
+	if err := NewProxier(oneShot, Config{ClusterCIDR: clusterCIDR}).Apply(ctx, all.changedSnapshot(), testNode, true); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(oneShot.Dump(), rec.Dump()); diff != "" {
+		t.Errorf("grown and written at once differ (-once +grown):\n%s", diff)
 	}
 }
 
