@@ -34,7 +34,11 @@ func HTTPGet(ctx context.Context, ns, url string) (int, string, error) {
 	if err != nil {
 		return 0, "", err
 	}
-	resp, err := httpClientIn(ns, 5*time.Second).Do(req)
+	timeout := 5 * time.Second // the context's deadline when that is later (a CPU profile)
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) > timeout {
+		timeout = time.Until(dl)
+	}
+	resp, err := httpClientIn(ns, timeout).Do(req)
 	if err != nil {
 		return 0, "", err
 	}

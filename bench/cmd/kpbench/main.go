@@ -79,6 +79,9 @@ type config struct {
 	// HeapProfiles: -mode iptables, kproxy runs with --profiling and its heap profile is
 	// saved into DumpDir at the end of each phase.
 	HeapProfiles bool
+	// ProfileBulk: -mode iptables, kproxy runs with --profiling and a CPU profile this long
+	// is taken from the start of the bulk create into DumpDir.
+	ProfileBulk time.Duration
 	// ColdWait: -mode ipvs, a pause between the flush and the cold restart
 	ColdWait  time.Duration
 	VMTimeout time.Duration
@@ -126,6 +129,7 @@ func main() {
 	flag.StringVar(&cfg.VMMem, "vm-mem", "3G", "-mode ipvs: the VM's memory (qemu -m)")
 	flag.DurationVar(&cfg.ColdWait, "cold-wait", 0, "-mode ipvs: pause between the kernel flush and the cold restart (the IPVS trash of deleted real servers empties after IP_VS_DEST_TRASH_PERIOD)")
 	flag.BoolVar(&cfg.HeapProfiles, "heap-profiles", false, "-mode iptables: run kproxy with --profiling and save its heap profile (/debug/pprof/heap?gc=1) into -dump-dir at the end of each phase, as <proxy>-<backend>-n<N>-r<round>-<phase>.heap.pb.gz")
+	flag.DurationVar(&cfg.ProfileBulk, "profile-bulk", 0, "-mode iptables: run kproxy with --profiling and take a CPU profile this long from the start of the bulk create, into -dump-dir as <proxy>-<backend>-n<N>-r<round>-bulk.cpu.pb.gz")
 	flag.DurationVar(&cfg.ProfileCold, "profile-cold", 0, "-mode ipvs: run kproxy with --profiling and take a CPU profile this long, 6 s into the cold restart (into -dump-dir, base64)")
 	flag.StringVar(&cfg.VMEnv, "vm-env", "", "-mode ipvs: KEY=VALUE,... for the guest's environment, which the proxies inherit (e.g. GODEBUG=gctrace=1)")
 	flag.DurationVar(&cfg.VMTimeout, "vm-timeout", 90*time.Minute, "-mode ipvs: longest the whole VM run may take")

@@ -86,6 +86,23 @@ func saveHeapProfile(cfg config, sec sectionCfg, p proxyCfg, rr *runResult, node
 	}
 }
 
+// saveBulkProfile takes kproxy's CPU profile for cfg.ProfileBulk (started with the bulk
+// create) into cfg.DumpDir.
+func saveBulkProfile(cfg config, sec sectionCfg, p proxyCfg, rr *runResult, node string) {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ProfileBulk+time.Minute)
+	defer cancel()
+	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", harness.MetricsPort, int(cfg.ProfileBulk.Seconds()))
+	code, body, err := harness.HTTPGet(ctx, node, url)
+	if err != nil || code != 200 {
+		logf("  CPU profile of the bulk create: %d %v", code, err)
+		return
+	}
+	name := fmt.Sprintf("%s-%s-n%d-r%d-bulk.cpu.pb.gz", strings.ReplaceAll(p.Name, " ", "-"), sec.Backend, cfg.N, rr.Round)
+	if err := os.WriteFile(filepath.Join(cfg.DumpDir, name), []byte(body), 0o644); err != nil {
+		logf("  CPU profile of the bulk create: %v", err)
+	}
+}
+
 func runOne(cfg config, sec sectionCfg, p proxyCfg, roundNo, position int) *runResult {
 	rr := &runResult{Proxy: p.Name, Round: roundNo, Position: position, Figures: map[string]float64{}}
 	if err := runPhases(cfg, sec, p, rr); err != nil {
@@ -110,7 +127,8 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	}
 	args := p.Args
 	heap := cfg.HeapProfiles && cfg.DumpDir != "" && strings.HasPrefix(p.Name, "kproxy")
-	if heap {
+	cpuProfile := cfg.ProfileBulk > 0 && cfg.DumpDir != "" && strings.HasPrefix(p.Name, "kproxy")
+	if heap || cpuProfile {
 		args = append(slices.Clone(args), "--profiling")
 	}
 	c, err := harness.Start(sctx, harness.Options{
@@ -160,6 +178,11 @@ func runPhases(cfg config, sec sectionCfg, p proxyCfg, rr *runResult) error {
 	ph, err := beginPhase(pid)
 	if err != nil {
 		return err
+	}
+	if cpuProfile {
+		profiled := make(chan struct{})
+		go func() { defer close(profiled); saveBulkProfile(cfg, sec, p, rr, node) }()
+		defer func() { <-profiled }()
 	}
 	tLoad := time.Now()
 	loadDone := make(chan error, 1)
