@@ -459,3 +459,38 @@ func TestSetServiceCIDRsInPartialSync(t *testing.T) {
 		}
 	}
 }
+
+// resort keeps the cache's ports in name order through batches of every size: a few inserted
+// in place, many merged in, removals taken out first.
+func TestResortKeepsNameOrder(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(7, 8))
+	c := newPortCache()
+	proto := []v1.Protocol{v1.ProtocolTCP, v1.ProtocolUDP}
+	for step := range 200 {
+		removed := 0
+		for name := range c.ports {
+			if rnd.IntN(8) == 0 {
+				delete(c.ports, name)
+				removed++
+			}
+		}
+		var added []*cachedPort
+		for range rnd.IntN([]int{3, 70, 400}[step%3]) {
+			name := portName(fmt.Sprintf("ns%d", rnd.IntN(5)), fmt.Sprintf("svc%d", rnd.IntN(3000)), fmt.Sprintf("p%d", rnd.IntN(3)), proto[rnd.IntN(2)])
+			if _, ok := c.ports[name]; !ok {
+				e := &cachedPort{name: name}
+				c.ports[name] = e
+				added = append(added, e)
+			}
+		}
+		c.resort(added, removed)
+		want := slices.SortedFunc(maps.Keys(c.ports), compareServicePorts)
+		got := make([]endpoints.ServicePortName, 0, len(c.sorted))
+		for _, e := range c.sorted {
+			got = append(got, e.name)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("step %d (%d added, %d removed): sorted holds %d ports, not the map's %d in name order", step, len(added), removed, len(got), len(want))
+		}
+	}
+}
