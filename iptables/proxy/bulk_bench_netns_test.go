@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/types"
-
-	"github.com/kproxy/kproxy/endpoints"
 	"github.com/kproxy/kproxy/iptables"
 )
 
@@ -35,10 +32,6 @@ func BenchmarkBulkGrowthKernel(b *testing.B) {
 	ctx := context.Background()
 	n, step := *benchServices, *bulkStep
 	all := benchWorld(n)
-	names := make([]endpoints.ServicePortName, 0, n)
-	for name := range all.services {
-		names = append(names, name)
-	}
 	if *bulkPer > 0 {
 		defer func(v int) { natChainsPerBatchService = v }(natChainsPerBatchService)
 		natChainsPerBatchService = *bulkPer
@@ -53,25 +46,12 @@ func BenchmarkBulkGrowthKernel(b *testing.B) {
 		cfg := Config{ClusterCIDR: clusterCIDR, Generation: runner.Generation, BatchServices: *bulkBatch,
 			ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}}
 		p := NewProxier(kernel, cfg)
-		w := newWorld()
-		if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {
+		if err := p.Apply(ctx, newWorld().changedSnapshot(), testNode, true); err != nil {
 			b.Fatal(err)
 		}
 		self0, children0 := cpuTimes()
 		start := time.Now()
-		syncs := 0
-		for i := 0; i < n; i += step {
-			snap := w.snapshot()
-			snap.Changed = map[types.NamespacedName]struct{}{}
-			for _, name := range names[i:min(i+step, n)] {
-				w.add(all.services[name], all.endpoints[name]...)
-				snap.Changed[name.NamespacedName] = struct{}{}
-			}
-			if err := p.Apply(ctx, snap, testNode, false); err != nil {
-				b.Fatal(err)
-			}
-			syncs++
-		}
+		syncs := growSyncs(b, p, all, step)
 		self1, children1 := cpuTimes()
 		b.ReportMetric(time.Since(start).Seconds(), "wall-s")
 		b.ReportMetric((self1 - self0).Seconds(), "self-cpu-s")

@@ -139,26 +139,34 @@ func BenchmarkFullSync(b *testing.B) {
 //
 //	go test -run '^$' -bench BulkGrowth$ -benchmem ./iptables/proxy/
 func BenchmarkBulkGrowth(b *testing.B) {
-	ctx := context.Background()
-	const n, step = 10000, 128
-	all := benchWorld(n)
-	names := slices.Collect(maps.Keys(all.services))
+	all := benchWorld(10000)
 	for b.Loop() {
 		p := NewProxier(&nullKernel{}, Config{ClusterCIDR: clusterCIDR, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}})
-		w := newWorld()
-		if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {
+		if err := p.Apply(context.Background(), newWorld().changedSnapshot(), testNode, true); err != nil {
 			b.Fatal(err)
 		}
-		for i := 0; i < n; i += step {
-			snap := w.snapshot()
-			snap.Changed = map[types.NamespacedName]struct{}{}
-			for _, name := range names[i:min(i+step, n)] {
-				w.add(all.services[name], all.endpoints[name]...)
-				snap.Changed[name.NamespacedName] = struct{}{}
-			}
-			if err := p.Apply(ctx, snap, testNode, false); err != nil {
-				b.Fatal(err)
-			}
-		}
+		growSyncs(b, p, all, 128)
 	}
+}
+
+// growSyncs brings p, which synced no services, to all, step services per partial sync, and
+// returns the number of partial syncs.
+func growSyncs(b *testing.B, p *Proxier, all *world, step int) int {
+	ctx := context.Background()
+	names := slices.Collect(maps.Keys(all.services))
+	w := newWorld()
+	syncs := 0
+	for i := 0; i < len(names); i += step {
+		snap := w.snapshot()
+		snap.Changed = map[types.NamespacedName]struct{}{}
+		for _, name := range names[i:min(i+step, len(names))] {
+			w.add(all.services[name], all.endpoints[name]...)
+			snap.Changed[name.NamespacedName] = struct{}{}
+		}
+		if err := p.Apply(ctx, snap, testNode, false); err != nil {
+			b.Fatal(err)
+		}
+		syncs++
+	}
+	return syncs
 }
