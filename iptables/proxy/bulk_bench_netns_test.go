@@ -43,9 +43,7 @@ func BenchmarkBulkGrowthKernel(b *testing.B) {
 	for b.Loop() {
 		runner := iptables.New(iptables.Options{NetNSPath: newNetNSPath(b)})
 		kernel := &counting{Interface: runner}
-		cfg := Config{ClusterCIDR: clusterCIDR, Generation: runner.Generation, BatchServices: *bulkBatch,
-			ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}}
-		p := NewProxier(kernel, cfg)
+		p := NewProxier(kernel, bulkConfig(runner))
 		if err := p.Apply(ctx, newWorld().changedSnapshot(), testNode, true); err != nil {
 			b.Fatal(err)
 		}
@@ -59,6 +57,14 @@ func BenchmarkBulkGrowthKernel(b *testing.B) {
 		b.ReportMetric(float64(syncs), "syncs")
 		b.ReportMetric(float64(kernel.restores), "restores")
 	}
+}
+
+// bulkConfig is the configuration of the kernel benchmarks here: kproxy on iptables-nft with
+// the nf_tables generation and the benchmark world's service range, -bulk-batch services
+// per restore at least.
+func bulkConfig(runner *iptables.Runner) Config {
+	return Config{ClusterCIDR: clusterCIDR, Generation: runner.Generation, BatchServices: *bulkBatch,
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}}
 }
 
 // cpuTimes is the user + system CPU of this process and of its waited-for children.
@@ -83,9 +89,7 @@ func BenchmarkColdSyncKernel(b *testing.B) {
 		b.StopTimer()
 		runner := iptables.New(iptables.Options{NetNSPath: newNetNSPath(b)})
 		kernel := &counting{Interface: runner}
-		cfg := Config{ClusterCIDR: clusterCIDR, Generation: runner.Generation, BatchServices: *bulkBatch,
-			ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}}
-		p := NewProxier(kernel, cfg)
+		p := NewProxier(kernel, bulkConfig(runner))
 		self0, children0 := cpuTimes()
 		b.StartTimer()
 		if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {

@@ -461,7 +461,7 @@ func TestSetServiceCIDRsInPartialSync(t *testing.T) {
 }
 
 // resort keeps the cache's ports in name order through batches of every size: a few inserted
-// in place, many merged in, removals taken out first.
+// in place, many sorted again, with removals.
 func TestResortKeepsNameOrder(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(7, 8))
 	c := newPortCache()

@@ -71,7 +71,7 @@
 // service per 60 nat chains, Config.batchFor): every commit into a hooked-up table pays the
 // kernel's check of all of it (~140 ms at 10,000 services), so at 10,000 the ~130 services a
 // bulk create brings per sync are one restore, not three (BenchmarkBulkGrowthKernel: the
-// restores' CPU over a growth to 10,000, 130 services per sync, 21.9 → 13.0 s).
+// restores' CPU over a growth to 10,000, 128 services per sync, 24.0-24.7 → 13.0-13.3 s).
 //
 // A shared chain is written whole when it differs, except when it is long (64 rules or more),
 // a few positional edits (-D CHAIN n, -I CHAIN n rule) turn what the kernel holds into what is

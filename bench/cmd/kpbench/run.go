@@ -72,34 +72,30 @@ var phaseEnded func(name string)
 // saveHeapProfile saves the heap profile of the node's kproxy (--profiling) into -dump-dir:
 // what is live after a garbage collection, for where the peak RSS goes.
 func saveHeapProfile(cfg config, sec sectionCfg, p proxyCfg, rr *runResult, node, phaseName string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", harness.MetricsPort)
-	code, body, err := harness.HTTPGet(ctx, node, url)
-	if err != nil || code != 200 {
-		logf("  heap profile after %s: %d %v", phaseName, code, err)
-		return
-	}
-	name := fmt.Sprintf("%s-%s-n%d-r%d-%s.heap.pb.gz", strings.ReplaceAll(p.Name, " ", "-"), sec.Backend, cfg.N, rr.Round, phaseName)
-	if err := os.WriteFile(filepath.Join(cfg.DumpDir, name), []byte(body), 0o644); err != nil {
-		logf("  heap profile after %s: %v", phaseName, err)
-	}
+	saveProfile(cfg, sec, p, rr, node, "heap?gc=1", 30*time.Second, phaseName+".heap", "heap profile after "+phaseName)
 }
 
 // saveBulkProfile takes kproxy's CPU profile for cfg.ProfileBulk (started with the bulk
-// create) into cfg.DumpDir.
+// create) into -dump-dir.
 func saveBulkProfile(cfg config, sec sectionCfg, p proxyCfg, rr *runResult, node string) {
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.ProfileBulk+time.Minute)
+	query := fmt.Sprintf("profile?seconds=%d", int(cfg.ProfileBulk.Seconds()))
+	saveProfile(cfg, sec, p, rr, node, query, cfg.ProfileBulk+time.Minute, "bulk.cpu", "CPU profile of the bulk create")
+}
+
+// saveProfile fetches /debug/pprof/<query> from the node's kproxy within timeout and writes
+// it into -dump-dir as <proxy>-<backend>-n<N>-r<round>-<suffix>.pb.gz; what names it in the log.
+func saveProfile(cfg config, sec sectionCfg, p proxyCfg, rr *runResult, node, query string, timeout time.Duration, suffix, what string) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", harness.MetricsPort, int(cfg.ProfileBulk.Seconds()))
+	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s", harness.MetricsPort, query)
 	code, body, err := harness.HTTPGet(ctx, node, url)
 	if err != nil || code != 200 {
-		logf("  CPU profile of the bulk create: %d %v", code, err)
+		logf("  %s: %d %v", what, code, err)
 		return
 	}
-	name := fmt.Sprintf("%s-%s-n%d-r%d-bulk.cpu.pb.gz", strings.ReplaceAll(p.Name, " ", "-"), sec.Backend, cfg.N, rr.Round)
+	name := fmt.Sprintf("%s-%s-n%d-r%d-%s.pb.gz", strings.ReplaceAll(p.Name, " ", "-"), sec.Backend, cfg.N, rr.Round, suffix)
 	if err := os.WriteFile(filepath.Join(cfg.DumpDir, name), []byte(body), 0o644); err != nil {
-		logf("  CPU profile of the bulk create: %v", err)
+		logf("  %s: %v", what, err)
 	}
 }
 
