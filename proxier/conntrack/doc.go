@@ -25,7 +25,7 @@
 //
 // Cost: each Reconcile dumps the family's whole conntrack table once (all protocols: the
 // kernel does not filter dumps by protocol) and, only when something is stale, a second time
-// to delete. That scales with the number of tracked connections on the node, not with the
+// to delete. With no UDP or SCTP service port it dumps nothing: no flow could be stale. That scales with the number of tracked connections on the node, not with the
 // number of services.
 //
 // Every kernel handle is bound to an explicit network namespace (Options.NetNSPath). The Fake

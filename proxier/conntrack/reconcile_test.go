@@ -57,3 +57,41 @@ func TestReconcile(t *testing.T) {
 		t.Errorf("cancelled: got %v, want context.Canceled", err)
 	}
 }
+
+// countingLister counts the dumps Reconcile asks for.
+type countingLister struct {
+	*Fake
+	lists int
+}
+
+func (c *countingLister) List(ctx context.Context, family v1.IPFamily, protocols ...v1.Protocol) ([]Flow, error) {
+	c.lists++
+	return c.Fake.List(ctx, family, protocols...)
+}
+
+// With no UDP or SCTP service port there is nothing to judge: the table is not dumped, and
+// nothing is deleted even when flows to former service addresses remain.
+func TestReconcileSkipsTheDumpWithoutTargets(t *testing.T) {
+	f, err := NewFake(udp("100.64.1.7:4000", "100.100.0.30:53", "100.64.1.9:53"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &countingLister{Fake: f}
+	ctx := context.Background()
+	for _, targets := range []Targets{{}, {Frontends: map[Frontend]Backends{}, NodePorts: map[NodePort]Backends{}}} {
+		if n, err := Reconcile(ctx, c, v1.IPv4Protocol, targets); err != nil || n != 0 {
+			t.Fatalf("got %d, %v; want 0, nil", n, err)
+		}
+	}
+	if c.lists != 0 || len(f.Flows()) != 1 {
+		t.Errorf("without targets: %d dumps, %d flows left; want 0 dumps, 1 flow", c.lists, len(f.Flows()))
+	}
+	// One UDP frontend: the table is dumped and the flow to it judged.
+	targets := Targets{NodePorts: map[NodePort]Backends{{Protocol: v1.ProtocolUDP, Port: 30053}: {}}}
+	if _, err := Reconcile(ctx, c, v1.IPv4Protocol, targets); err != nil {
+		t.Fatal(err)
+	}
+	if c.lists != 1 {
+		t.Errorf("with a node port: %d dumps, want 1", c.lists)
+	}
+}
