@@ -77,6 +77,18 @@ type Proxier struct {
 	// window could make a later position wrong, and the next verification repairs it.
 	knownGen      uint32
 	knownGenValid bool
+
+	// arranged is the last arrangeServices result, kept because most syncs change nothing
+	// in nat KUBE-SERVICES: comparing two slices of the same strings is cheaper than placing
+	// 10,000 lines again.
+	arranged arrangement
+}
+
+// arrangement is one result of arrangeServices: the lines it returned for want when the
+// kernel held them.
+type arrangement struct {
+	want, lines []string
+	reordered   bool
 }
 
 // NewProxier returns an iptables mode backend writing through ipt. It does nothing until the
@@ -200,6 +212,7 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 	}
 	changes, r := p.cache.update(in, snap.Changed)
 	rules, counts := p.cache.rules(r, in.NodePortIPs, kind.reads())
+	rules.NAT = p.inKernelOrder(rules.NAT)
 	var w writePlan
 	var desired chainState
 	batch := p.cfg.batchFor(len(p.known[iptables.TableNAT]))
@@ -250,6 +263,30 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 		"rulesDeleted", w.rulesDeleted, "chainsDeleted", w.chainsDeleted,
 		"elapsed", time.Since(start))
 	return asKnown, nil
+}
+
+// inKernelOrder returns nat with the lines of KUBE-SERVICES in the order the kernel holds
+// them, as far as the proxier knows (arrangeServices). nat, which may be the cache's, is not
+// changed.
+func (p *Proxier) inKernelOrder(nat []ChainRules) []ChainRules {
+	have, ok := p.known[iptables.TableNAT][iptables.ChainKubeServices]
+	i := slices.IndexFunc(nat, func(c ChainRules) bool { return c.Chain == iptables.ChainKubeServices })
+	if !ok || i < 0 {
+		return nat
+	}
+	want := nat[i].lines
+	a := p.arranged
+	if !slices.Equal(want, a.want) || !slices.Equal(have, a.lines) {
+		a.lines, a.reordered = arrangeServices(have, want)
+		a.want = want
+		p.arranged = a
+	}
+	if !a.reordered {
+		return nat
+	}
+	out := slices.Clone(nat)
+	out[i].lines, out[i].Rules = a.lines, nil // writeChain writes the lines, in their order
+	return out
 }
 
 // chooseKind decides how much of the kernel the sync reads. It goes full when the proxier

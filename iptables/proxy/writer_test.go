@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -110,7 +111,7 @@ func TestBatchedWrites(t *testing.T) {
 // start, into empty tables, keeps the configured batch.
 func TestBatchGrowsWithTheTable(t *testing.T) {
 	rec := &recording{Fake: iptables.NewFake(iptables.IPv4)}
-	p := NewProxier(rec, Config{ClusterCIDR: clusterCIDR, BatchServices: 2})
+	p := NewProxier(rec, Config{ClusterCIDR: clusterCIDR, BatchServices: 2, Generation: rec.Generation})
 	ctx := context.Background()
 	all := manyServices(140)
 	w := newWorld()
@@ -155,9 +156,36 @@ func TestBatchGrowsWithTheTable(t *testing.T) {
 	if err := NewProxier(oneShot, Config{ClusterCIDR: clusterCIDR}).Apply(ctx, all.changedSnapshot(), testNode, true); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(oneShot.Dump(), rec.Dump()); diff != "" {
+	if diff := cmp.Diff(sortedServices(oneShot.Dump()), sortedServices(rec.Dump())); diff != "" {
 		t.Errorf("grown and written at once differ (-once +grown):\n%s", diff)
 	}
+	if head := regexp.MustCompile(`(?m)^-I KUBE-SERVICES [0-9]+ `).FindAllString(strings.Split(rec.payloads[0], "*filter")[0], -1); len(head) != 10 || slices.ContainsFunc(head, func(l string) bool { return l != "-I KUBE-SERVICES 1 " }) {
+		t.Errorf("the 10 new services' KUBE-SERVICES rules are inserted as %q, want 10 at position 1", head)
+	}
+}
+
+// sortedServices returns an iptables-save dump with the service rules of nat KUBE-SERVICES
+// sorted in place: the order of those rules is the kernel's history (arrangeServices), not part
+// of what the chain does. The jumps to KUBE-NODEPORTS are not moved: they must stay last.
+func sortedServices(dump string) string {
+	lines := strings.Split(dump, "\n")
+	var at []int
+	var services []string
+	nat := false
+	for i, l := range lines {
+		if strings.HasPrefix(l, "*") {
+			nat = l == "*nat"
+		}
+		if nat && strings.HasPrefix(l, "-A KUBE-SERVICES ") && !strings.Contains(l, commentNodePorts) {
+			at = append(at, i)
+			services = append(services, l)
+		}
+	}
+	slices.Sort(services)
+	for k, i := range at {
+		lines[i] = services[k]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // A partial sync (services changed) trusts memory and does not run iptables-save; a sync with
@@ -455,4 +483,34 @@ func TestSharedChainEditsNeedAnUnmovedGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	change("service removed after the verification", false, true)
+}
+
+func TestArrangeServices(t *testing.T) {
+	np := `-m comment --comment "` + commentNodePorts + `" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`
+	for _, tc := range []struct {
+		name            string
+		have, want, out []string
+		reordered       bool
+	}{
+		{name: "same order", have: []string{"a", "b", np}, want: []string{"a", "b", np}, out: []string{"a", "b", np}},
+		{name: "new rules go to the head, in name order", have: []string{"b", "d", np}, want: []string{"a", "b", "c", "d", np},
+			out: []string{"a", "c", "b", "d", np}, reordered: true},
+		{name: "the kernel's order is kept", have: []string{"c", "a", "b", np}, want: []string{"a", "b", "c", np},
+			out: []string{"c", "a", "b", np}, reordered: true},
+		{name: "gone and foreign rules are left out", have: []string{"x", "c", "a", "b", np}, want: []string{"a", "c", "d", np},
+			out: []string{"d", "c", "a", np}, reordered: true},
+		{name: "a rule held twice is kept once", have: []string{"c", "a", "c", np}, want: []string{"a", "c", np},
+			out: []string{"c", "a", np}, reordered: true},
+		{name: "no jump at the end: name order", have: []string{"b", np, "a"}, want: []string{"a", "b", np}, out: []string{"a", "b", np}},
+		{name: "an empty chain: name order", want: []string{"b", "a", np}, out: []string{"b", "a", np}},
+		{name: "a line wanted twice: name order", have: []string{"b", "a", np}, want: []string{"a", "a", "b", np}, out: []string{"a", "a", "b", np}},
+		{name: "no node ports jump", have: []string{"b", "a"}, want: []string{"a", "b", "c"}, out: []string{"c", "b", "a"}, reordered: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, reordered := arrangeServices(tc.have, tc.want)
+			if diff := cmp.Diff(tc.out, out); diff != "" || reordered != tc.reordered {
+				t.Errorf("reordered %v, want %v; lines (-want +got):\n%s", reordered, tc.reordered, diff)
+			}
+		})
+	}
 }
