@@ -82,14 +82,14 @@
 // against 0.92 s per sync at 10,000; the rest is iptables-nft reading the chain's rules and
 // the kernel checking the table on commit).
 //
-// The service rules of nat KUBE-SERVICES are rendered in service port name order, but the
-// proxier keeps them in the order the kernel holds them, with new ones inserted at the head
-// (arrangeServices): at position 1 iptables-nft inserts without reading the chain's rules,
-// which any other position costs (~0.1 s per restore at 10,000 services, most of a bulk
-// create's syncs). The rules exclude each other (one destination address, protocol and port
-// each), so the order does not change what the chain does; the jumps to KUBE-NODEPORTS stay
-// last, and a restart or idle sync that reads the chain back finds nothing to rewrite. A
-// chain that does not end with those jumps (edited by hand) is written back in name order.
+// The service rules of nat KUBE-SERVICES and KUBE-NODEPORTS are rendered in service port name
+// order, but the proxier keeps them in the order the kernel holds them, with new ones
+// inserted at the head (arrangeServices): at position 1 iptables-nft inserts without reading
+// the chain's rules, which any other position costs. The rules exclude each other (one
+// destination address, protocol and port, or node port, each), so the order does not change
+// what the chain does; the jumps to KUBE-NODEPORTS stay last in KUBE-SERVICES, and a restart
+// or idle sync that reads the chains back finds nothing to rewrite. A KUBE-SERVICES that does
+// not end with those jumps (edited by hand) is written back in name order.
 //
 // What "the kernel" is: a full sync (start, hourly, after any failure) and an idle sync
 // (nothing changed: the periodic tick every --iptables-sync-period) read the nat and filter

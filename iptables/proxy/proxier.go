@@ -78,11 +78,15 @@ type Proxier struct {
 	knownGen      uint32
 	knownGenValid bool
 
-	// arranged is the last arrangeServices result, kept because most syncs change nothing
-	// in nat KUBE-SERVICES: comparing two slices of the same strings is cheaper than placing
-	// 10,000 lines again.
-	arranged arrangement
+	// arranged is the last arrangeServices result of each of orderFreeChains, kept because
+	// most syncs change nothing in them: comparing two slices of the same strings is cheaper
+	// than placing 10,000 lines again.
+	arranged map[iptables.Chain]arrangement
 }
+
+// orderFreeChains are the nat chains whose service rules stay in the kernel's order
+// (arrangeServices).
+var orderFreeChains = []iptables.Chain{iptables.ChainKubeServices, iptables.ChainKubeNodePorts}
 
 // arrangement is one result of arrangeServices: the lines it returned for want when the
 // kernel held them.
@@ -265,27 +269,35 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 	return asKnown, nil
 }
 
-// inKernelOrder returns nat with the lines of KUBE-SERVICES in the order the kernel holds
-// them, as far as the proxier knows (arrangeServices). nat, which may be the cache's, is not
-// changed.
+// inKernelOrder returns nat with the lines of KUBE-SERVICES and KUBE-NODEPORTS in the order
+// the kernel holds them, as far as the proxier knows (arrangeServices). nat, which may be the
+// cache's, is not changed.
 func (p *Proxier) inKernelOrder(nat []ChainRules) []ChainRules {
-	have, ok := p.known[iptables.TableNAT][iptables.ChainKubeServices]
-	i := slices.IndexFunc(nat, func(c ChainRules) bool { return c.Chain == iptables.ChainKubeServices })
-	if !ok || i < 0 {
-		return nat
+	if p.arranged == nil {
+		p.arranged = map[iptables.Chain]arrangement{}
 	}
-	want := nat[i].lines
-	a := p.arranged
-	if !slices.Equal(want, a.want) || !slices.Equal(have, a.lines) {
-		a.lines, a.reordered = arrangeServices(have, want)
-		a.want = want
-		p.arranged = a
+	out := nat
+	for _, chain := range orderFreeChains {
+		have, ok := p.known[iptables.TableNAT][chain]
+		i := slices.IndexFunc(nat, func(c ChainRules) bool { return c.Chain == chain })
+		if !ok || i < 0 {
+			continue
+		}
+		want := nat[i].lines
+		a := p.arranged[chain]
+		if !slices.Equal(want, a.want) || !slices.Equal(have, a.lines) {
+			a.lines, a.reordered = arrangeServices(have, want)
+			a.want = want
+			p.arranged[chain] = a
+		}
+		if !a.reordered {
+			continue
+		}
+		if &out[0] == &nat[0] {
+			out = slices.Clone(nat)
+		}
+		out[i].lines, out[i].Rules = a.lines, nil // writeChain writes the lines, in their order
 	}
-	if !a.reordered {
-		return nat
-	}
-	out := slices.Clone(nat)
-	out[i].lines, out[i].Rules = a.lines, nil // writeChain writes the lines, in their order
 	return out
 }
 

@@ -137,14 +137,15 @@ func headBlock(ins []int) bool {
 	return true
 }
 
-// arrangeServices returns the lines of nat KUBE-SERVICES that a sync wants (want: the
-// service ports' rules in service port name order, then the jumps to KUBE-NODEPORTS that
-// must end the chain) in the order the kernel holds them (have): the rules both hold, in
-// have's order, after the rules have lacks, in name order. The rules of different service
-// addresses exclude each other (one destination IP, protocol and port each), so their order
-// does not change what the chain does; keeping the kernel's order lets planWrite insert a new
-// service's rules at the head of the chain, where iptables-nft does not read the chain's
-// rules first, and a restart or an idle sync find nothing to rewrite after such inserts.
+// arrangeServices returns the lines of nat KUBE-SERVICES or KUBE-NODEPORTS that a sync wants
+// (want: the service ports' rules in service port name order, then, in KUBE-SERVICES, the
+// jumps to KUBE-NODEPORTS that must end the chain) in the order the kernel holds them (have):
+// the rules both hold, in have's order, after the rules have lacks, in name order. The rules
+// of different service ports exclude each other (one destination address, protocol and port,
+// or one node port and protocol, each), so their order does not change what the chain does;
+// keeping the kernel's order lets planWrite insert a new service's rules at the head of the
+// chain, where iptables-nft does not read the chain's rules first, and a restart or an idle
+// sync find nothing to rewrite after such inserts.
 // When have does not end with the same jumps to KUBE-NODEPORTS, or want holds a line twice,
 // want is returned as it is (the chain is then written, or edited, into name order); reordered
 // reports that the lines returned are not want.
@@ -181,7 +182,8 @@ func arrangeServices(have, want []string) (lines []string, reordered bool) {
 			out = append(out, l)
 		}
 	}
-	return append(append(out, kept...), trailer...), true
+	out = append(append(out, kept...), trailer...)
+	return out, !slices.Equal(out, want)
 }
 
 // minEditLines is the shortest chain lineEdits edits: below it, writing the chain whole costs

@@ -165,25 +165,28 @@ func TestBatchGrowsWithTheTable(t *testing.T) {
 }
 
 // sortedServices returns an iptables-save dump with the service rules of nat KUBE-SERVICES
-// sorted in place: the order of those rules is the kernel's history (arrangeServices), not part
-// of what the chain does. The jumps to KUBE-NODEPORTS are not moved: they must stay last.
+// and KUBE-NODEPORTS sorted in place: the order of those rules is the kernel's history
+// (arrangeServices), not part of what the chain does. The jumps to KUBE-NODEPORTS are not
+// moved: they must stay last.
 func sortedServices(dump string) string {
 	lines := strings.Split(dump, "\n")
-	var at []int
-	var services []string
-	nat := false
-	for i, l := range lines {
-		if strings.HasPrefix(l, "*") {
-			nat = l == "*nat"
+	for _, chain := range orderFreeChains {
+		var at []int
+		var services []string
+		nat := false
+		for i, l := range lines {
+			if strings.HasPrefix(l, "*") {
+				nat = l == "*nat"
+			}
+			if nat && strings.HasPrefix(l, "-A "+string(chain)+" ") && !strings.Contains(l, commentNodePorts) {
+				at = append(at, i)
+				services = append(services, l)
+			}
 		}
-		if nat && strings.HasPrefix(l, "-A KUBE-SERVICES ") && !strings.Contains(l, commentNodePorts) {
-			at = append(at, i)
-			services = append(services, l)
+		slices.Sort(services)
+		for k, i := range at {
+			lines[i] = services[k]
 		}
-	}
-	slices.Sort(services)
-	for k, i := range at {
-		lines[i] = services[k]
 	}
 	return strings.Join(lines, "\n")
 }
