@@ -74,6 +74,7 @@ var ipvsRows = []rowDef{
 	{Key: "start.healthz_s", Label: "start, no services: → /healthz 200", Unit: "s", Digits: 2},
 	{Key: "bulk.api_s", Label: "bulk create: API writes done (loader, on the host)", Unit: "s", Digits: 2},
 	{Key: "bulk.programmed_s", Label: "bulk create: load request → all N in IPVS", Unit: "s", Digits: 2},
+	{Key: "bulk.programmed_at_cap", Label: "bulk create: services in IPVS when the phase hit the cap", Unit: "services"},
 	{Key: "bulk.after_api_s", Label: "bulk create: loader's reply → all N in IPVS", Unit: "s", Digits: 2, Floor: "floor.ipvs_s"},
 	{Key: "bulk.full_after_api_s", Label: "bulk create: loader's reply → all N also on kube-ipvs0 and in KUBE-CLUSTER-IP", Unit: "s", Digits: 2, Floor: "floor.all_s"},
 	{Key: "bulk.cpu_s", Label: "bulk create: proxy CPU (self + children)", Unit: "s", Digits: 2},
@@ -125,7 +126,7 @@ var ipvsFloorRows = []rowDef{
 }
 
 // noRatio: figures of the instrument, not of the proxy.
-var noRatio = map[string]bool{"bulk.api_s": true, "delete.api_s": true, "poll.full_mean_ms": true,
+var noRatio = map[string]bool{"bulk.api_s": true, "bulk.programmed_at_cap": true, "delete.api_s": true, "poll.full_mean_ms": true,
 	"poll.vips_mean_ms": true, "poll.endpoint_mean_ms": true, "poll.extras_mean_ms": true, "sandbox.start_s": true, "sandbox.cleanup_s": true,
 	"churn.rate_per_s": true, "churn.write_lag_p99_ms": true, "churn.kept_up": true, "churn.superseded": true,
 	"churn.drain_read_ms": true}
