@@ -62,7 +62,8 @@ type Config struct {
 	// addresses, sets, virtual servers, the real servers of every virtual server and the
 	// iptables tables, and repairs what differs, so that what was changed by hand comes back
 	// (upstream lists everything every sync). Other partial syncs compare with the last
-	// plan written. kproxy sets it to half the sync period; 0 means only in full syncs.
+	// plan written. kproxy sets it to half the sync period; 0 means only in full syncs. A
+	// partial sync that carries changes checks only after busyCheckFactor intervals.
 	KernelCheckInterval time.Duration
 }
 

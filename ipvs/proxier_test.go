@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kproxy/kproxy/endpoints"
 	"github.com/kproxy/kproxy/ipset"
@@ -287,7 +288,8 @@ func TestValidateScheduler(t *testing.T) {
 // TestPartialSyncRepairsByHandChanges: a virtual server or a real server deleted by hand is
 // not seen by a partial sync with nothing changed (it compares with the last plan, not the
 // kernel), until Config.KernelCheckInterval (kproxy: half the sync period) has passed since
-// the last check.
+// the last check; by a partial sync that carries changes (of another service), until
+// busyCheckFactor intervals have.
 func TestPartialSyncRepairsByHandChanges(t *testing.T) {
 	removed := ap("100.64.2.2:8080")
 	tampers := map[string]func(*FakeIPVS) error{
@@ -299,11 +301,14 @@ func TestPartialSyncRepairsByHandChanges(t *testing.T) {
 			name     string
 			interval time.Duration
 			after    time.Duration // clock advance before the partial sync
+			busy     bool          // the sync carries a change of another service
 			want     string        // the real server's state after it
 		}{
-			{"no interval: only full syncs", 0, time.Hour, "gone"},
-			{"interval not yet due", 30 * time.Second, 10 * time.Second, "gone"},
-			{"interval due", 30 * time.Second, 30 * time.Second, "w1"},
+			{"no interval: only full syncs", 0, time.Hour, false, "gone"},
+			{"interval not yet due", 30 * time.Second, 10 * time.Second, false, "gone"},
+			{"interval due", 30 * time.Second, 30 * time.Second, false, "w1"},
+			{"busy: one interval is not enough", 30 * time.Second, 30 * time.Second, true, "gone"},
+			{"busy: four intervals", 30 * time.Second, 4 * 30 * time.Second, true, "w1"},
 		} {
 			t.Run(object+"/"+tc.name, func(t *testing.T) {
 				cfg := testConfig()
@@ -319,6 +324,9 @@ func TestPartialSyncRepairsByHandChanges(t *testing.T) {
 				now = now.Add(tc.after)
 				snap := w.snapshot()
 				snap.Changed = nil
+				if tc.busy {
+					snap.Changed = map[types.NamespacedName]struct{}{{Namespace: "default", Name: "gone-meanwhile"}: {}}
+				}
 				if err := e.p.Apply(context.Background(), snap, testNode, false); err != nil {
 					t.Fatal(err)
 				}
