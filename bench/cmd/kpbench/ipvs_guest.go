@@ -406,14 +406,17 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 	}()
 	capped := func(name string) { rr.Capped = append(rr.Capped, name) }
 	var svcs []*benchService
-	allIn := func(st ipvsState) bool {
+	// inIPVS counts the services fully in IPVS.
+	inIPVS := func(st ipvsState) int {
+		n := 0
 		for _, s := range svcs {
-			if !ipvsOK(st, s) {
-				return false
+			if ipvsOK(st, s) {
+				n++
 			}
 		}
-		return true
+		return n
 	}
+	allIn := func(st ipvsState) bool { return inIPVS(st) == len(svcs) }
 
 	// 1. Bulk create: the host loads, the guest reads.
 	ph, err := beginPhase(g.pid())
@@ -453,12 +456,7 @@ func guestRun(cfg config, ctl *ctlClient, h *libipvs.Handle, p proxyCfg, rr *run
 		if loadErr != nil {
 			return true
 		}
-		inAtLastRead = 0
-		for _, s := range svcs {
-			if ipvsOK(st, s) {
-				inAtLastRead++
-			}
-		}
+		inAtLastRead = inIPVS(st)
 		return inAtLastRead == len(svcs)
 	})
 	if err != nil {
