@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -91,6 +92,12 @@ type Agent struct {
 	// services) to find them in place.
 	masqueradeGen  map[iptables.Family]uint32
 	masqueradePlan map[iptables.Family][]Rule
+	// published is the patch of this node's annotations the last publish sent, and
+	// publishedOn the node's resourceVersion it was computed from: while the lister still
+	// shows that version (its watch has not delivered the patch yet), the patch is not sent
+	// again.
+	published   map[string]any
+	publishedOn string
 
 	mu    sync.Mutex
 	ready error
@@ -321,6 +328,9 @@ func (a *Agent) publish(ctx context.Context, self *v1.Node, plan Plan) error {
 	if len(patch) == 0 {
 		return nil
 	}
+	if self.ResourceVersion != "" && self.ResourceVersion == a.publishedOn && maps.Equal(patch, a.published) {
+		return nil // sent; the lister has not seen it yet
+	}
 	data, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": patch}})
 	if err != nil {
 		return err
@@ -328,6 +338,7 @@ func (a *Agent) publish(ctx context.Context, self *v1.Node, plan Plan) error {
 	if _, err := a.opts.Client.CoreV1().Nodes().Patch(ctx, self.Name, types.MergePatchType, data, metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("patch annotations of node %s: %w", self.Name, err)
 	}
+	a.published, a.publishedOn = patch, self.ResourceVersion
 	klog.FromContext(ctx).Info("Published datapath annotations", "node", klog.KObj(self), "annotations", patch)
 	return nil
 }

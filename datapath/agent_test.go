@@ -7,15 +7,21 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kproxy/kproxy/datapath/cni"
 	"github.com/kproxy/kproxy/iptables"
@@ -50,6 +56,44 @@ func vtep(ip string) map[string]string {
 	return map[string]string{AnnotationVTEPMAC: VTEPMACFor(netip.MustParseAddr(ip)).String()}
 }
 
+// versionedTracker gives every object the fake clientset stores a new resourceVersion, as
+// the apiserver does (the fake's own tracker keeps whatever the object carries): the agent
+// tells by it whether its lister has seen its own patch.
+type versionedTracker struct {
+	k8stesting.ObjectTracker
+	rv atomic.Int64
+}
+
+func (t *versionedTracker) version(obj runtime.Object) error {
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return err
+	}
+	m.SetResourceVersion(strconv.FormatInt(t.rv.Add(1), 10))
+	return nil
+}
+
+func (t *versionedTracker) Create(gvr schema.GroupVersionResource, obj runtime.Object, ns string, opts ...metav1.CreateOptions) error {
+	if err := t.version(obj); err != nil {
+		return err
+	}
+	return t.ObjectTracker.Create(gvr, obj, ns, opts...)
+}
+
+func (t *versionedTracker) Update(gvr schema.GroupVersionResource, obj runtime.Object, ns string, opts ...metav1.UpdateOptions) error {
+	if err := t.version(obj); err != nil {
+		return err
+	}
+	return t.ObjectTracker.Update(gvr, obj, ns, opts...)
+}
+
+func (t *versionedTracker) Patch(gvr schema.GroupVersionResource, obj runtime.Object, ns string, opts ...metav1.PatchOptions) error {
+	if err := t.version(obj); err != nil {
+		return err
+	}
+	return t.ObjectTracker.Patch(gvr, obj, ns, opts...)
+}
+
 type agentEnv struct {
 	client *fake.Clientset
 	kernel *Fake
@@ -65,6 +109,8 @@ func startAgent(t *testing.T, cfg Config, syncPeriod time.Duration, nodes ...*v1
 	e := &agentEnv{kernel: NewFake(pfx("192.0.2.0/24")), ipt: iptables.NewFake(iptables.IPv4),
 		dir: t.TempDir(), errc: make(chan error, 1)}
 	e.client = fake.NewClientset()
+	vt := &versionedTracker{ObjectTracker: e.client.Tracker()}
+	e.client.PrependReactor("*", "*", k8stesting.ObjectReaction(vt))
 	for _, n := range nodes {
 		if _, err := e.client.CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -167,7 +213,8 @@ func TestAgentProgramsNodeAndPublishesOnce(t *testing.T) {
 	if d := cmp.Diff(want, n1.Annotations); d != "" {
 		t.Errorf("n1 annotations (-want +got):\n%s", d)
 	}
-	// The patch's own update event and later syncs find nothing to change.
+	// The patch's own update event and later syncs find nothing to change, also those that
+	// run before the informer has delivered the patch.
 	e.agent.runner.Request()
 	time.Sleep(100 * time.Millisecond)
 	if got := e.patches(); got != 1 {
@@ -413,4 +460,39 @@ func TestMasqueradeReadsOnlyWhenTheGenerationMoved(t *testing.T) {
 		t.Errorf("after the repair (-want +got):\n%s", d)
 	}
 	sync("idle sync after the repair", 0)
+}
+
+// A sync that runs before the node informer has delivered the agent's own annotation patch
+// (the lister still shows the node at the resourceVersion the patch was computed from) does
+// not send the patch again; once the node is at another version and still lacks the
+// annotations (someone removed them), it does.
+func TestPublishSkipsWhileTheListerIsBehind(t *testing.T) {
+	client := fake.NewClientset(apiNode("n1", "100.64.1.0/24", "192.0.2.11", nil))
+	a := &Agent{opts: AgentOptions{Client: client}}
+	ip := netip.MustParseAddr("192.0.2.11")
+	plan := Plan{Device: &Device{Kind: KindVXLAN, Local: ip, MAC: VTEPMACFor(ip)}}
+	stale := apiNode("n1", "100.64.1.0/24", "192.0.2.11", nil)
+	stale.ResourceVersion = "5"
+	patches := func() int {
+		n := 0
+		for _, act := range client.Actions() {
+			if act.GetVerb() == "patch" {
+				n++
+			}
+		}
+		return n
+	}
+	ctx := context.Background()
+	for i, tc := range []struct {
+		rv   string
+		want int
+	}{{"5", 1}, {"5", 1}, {"6", 2}, {"6", 2}} {
+		stale.ResourceVersion = tc.rv
+		if err := a.publish(ctx, stale, plan); err != nil {
+			t.Fatal(err)
+		}
+		if got := patches(); got != tc.want {
+			t.Errorf("publish %d (node at version %s): %d patches in all, want %d", i+1, tc.rv, got, tc.want)
+		}
+	}
 }
