@@ -70,9 +70,11 @@
 //  1. ensure kube-ipvs0 (created down, with the dummy driver's NOARP, as upstream) and list
 //     its addresses.
 //  2. ipset.Reconcile of every set (entries added before others are deleted).
-//  3. List the virtual servers (one dump); add the missing ones, update those whose
-//     scheduler, flags or timeout differ; list the real servers of every existing virtual
-//     server, and add, re-weight or drain the difference.
+//  3. List the virtual servers (one dump) and, when there are any, the real servers of all
+//     of them in one read of /proc/net/ip_vs (IPVS.ListAllRealServers; where that fails, or
+//     misses a virtual server, one dump per virtual server); add the missing virtual
+//     servers, update those whose scheduler, flags or timeout differ, and add, re-weight or
+//     drain the difference in real servers.
 //  4. Bind the missing addresses to kube-ipvs0.
 //  5. iptables: one iptables-save per table, compare the owned chains (in iptables-save's
 //     canonical form) with the plan, one iptables-restore --noflush of the chains that

@@ -148,7 +148,23 @@ func (f *FakeIPVS) ListRealServers(ctx context.Context, key VSKey) ([]RealServer
 		return nil, fmt.Errorf("list real servers of %s: %w", key, ErrNotFound)
 	}
 	out := slices.Collect(maps.Values(v.rss))
-	slices.SortFunc(out, func(a, b RealServer) int { return a.Addr.Compare(b.Addr) })
+	sortRealServers(out)
+	return out, nil
+}
+
+// ListAllRealServers implements IPVS.
+func (f *FakeIPVS) ListAllRealServers(ctx context.Context) (map[VSKey][]RealServer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[VSKey][]RealServer, len(f.vs))
+	for k, v := range f.vs {
+		rss := slices.Collect(maps.Values(v.rss))
+		sortRealServers(rss)
+		out[k] = rss
+	}
 	return out, nil
 }
 

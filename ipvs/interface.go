@@ -27,6 +27,12 @@ type IPVS interface {
 	// connection counters, sorted; ErrNotFound if the virtual server is missing.
 	// Equivalent to: `ipvsadm -Ln -t IP:PORT`.
 	ListRealServers(ctx context.Context, key VSKey) ([]RealServer, error)
+	// ListAllRealServers returns the real servers of every virtual server (as
+	// ListRealServers lists them, keyed as ListVirtualServers returns them) in one read, where
+	// N ListRealServers calls cost N requests. A virtual server created or deleted during
+	// the read may be missing; callers list those with ListRealServers.
+	// Equivalent to: `ipvsadm -Ln` (cat /proc/net/ip_vs).
+	ListAllRealServers(ctx context.Context) (map[VSKey][]RealServer, error)
 	// AddRealServer adds a masquerading real server; ErrExists if present.
 	// Equivalent to: `ipvsadm -a -t IP:PORT -r RIP:RPORT -m -w WEIGHT`.
 	AddRealServer(ctx context.Context, key VSKey, rs RealServer) error

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -26,6 +28,8 @@ type Kernel struct {
 	mu   sync.Mutex // moby/ipvs's Handle shares one socket: one request at a time
 	ipvs *libipvs.Handle
 	nl   *netlink.Handle
+	// nsPath is the namespace's file ("" for the process's own), for ListAllRealServers.
+	nsPath string
 
 	// linkIndex caches the interface index of a link by name, so that binding N addresses
 	// costs N requests and not 2N (a look-up each): set by EnsureDummy and every look-up,
@@ -65,7 +69,7 @@ func NewKernel(nsPath string) (*Kernel, error) {
 		h.Close()
 		return nil, fmt.Errorf("open rtnetlink socket in %q: %w", nsPath, err)
 	}
-	return &Kernel{ipvs: h, nl: nlh, linkIndex: map[string]int{}}, nil
+	return &Kernel{ipvs: h, nl: nlh, nsPath: nsPath, linkIndex: map[string]int{}}, nil
 }
 
 // Close closes the sockets.
@@ -196,8 +200,69 @@ func (k *Kernel) ListRealServers(ctx context.Context, key VSKey) ([]RealServer, 
 		out = append(out, RealServer{Addr: netip.AddrPortFrom(ip, d.Port), Weight: d.Weight,
 			ActiveConn: d.ActiveConnections, InactiveConn: d.InactiveConnections})
 	}
-	slices.SortFunc(out, func(a, b RealServer) int { return a.Addr.Compare(b.Addr) })
+	sortRealServers(out)
 	return out, nil
+}
+
+// ListAllRealServers implements IPVS: one read of the namespace's /proc/net/ip_vs, opened
+// from a thread in the namespace (the file shows the IPVS table of the namespace it was
+// opened in). At 10,000 virtual servers in the TCG test VM the read takes about 0.6 s, where
+// 10,000 ListRealServers dumps take 2.5 s (bench/results/2026-12-07-ipvs-synccost.md).
+func (k *Kernel) ListAllRealServers(ctx context.Context) (map[VSKey][]RealServer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, err := openInNamespace(k.nsPath, "/proc/thread-self/net/ip_vs")
+	if err != nil {
+		return nil, fmt.Errorf("list all real servers: %w", err)
+	}
+	defer func() { _ = f.Close() }()
+	out, err := parseIPVSTable(f)
+	if err != nil {
+		return nil, fmt.Errorf("list all real servers: read %s: %w", f.Name(), err)
+	}
+	return out, nil
+}
+
+// openInNamespace opens the file name from a thread in the network namespace at nsPath (""
+// is the caller's own): what /proc/thread-self/net shows is that namespace's, and stays so
+// after the open. The thread is put back into its namespace; if that fails, it stays locked
+// and the Go runtime discards it when the goroutine ends.
+func openInNamespace(nsPath, name string) (*os.File, error) {
+	if nsPath == "" {
+		return os.Open(name)
+	}
+	type result struct {
+		f   *os.File
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			done <- result{err: fmt.Errorf("open own network namespace: %w", err)}
+			return
+		}
+		defer func() { _ = orig.Close() }()
+		target, err := netns.GetFromPath(nsPath)
+		if err != nil {
+			done <- result{err: fmt.Errorf("open network namespace %q: %w", nsPath, err)}
+			return
+		}
+		defer func() { _ = target.Close() }()
+		if err := netns.Set(target); err != nil {
+			done <- result{err: fmt.Errorf("enter network namespace %q: %w", nsPath, err)}
+			return
+		}
+		f, err := os.Open(name)
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- result{f, err}
+	}()
+	r := <-done
+	return r.f, r.err
 }
 
 func toDestination(rs RealServer) *libipvs.Destination {

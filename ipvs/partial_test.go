@@ -18,8 +18,9 @@ import (
 	"github.com/kproxy/kproxy/iptables"
 )
 
-// listings counts the calls that list kernel state (one netlink dump or one exec each).
-type listings struct{ vs, rs, addrs, sets, saves int }
+// listings counts the calls that list kernel state (one netlink dump, file read or exec
+// each): all counts ListAllRealServers.
+type listings struct{ vs, rs, all, addrs, sets, saves int }
 
 type countingIPVS struct {
 	IPVS
@@ -34,6 +35,11 @@ func (c countingIPVS) ListVirtualServers(ctx context.Context) ([]VirtualServer, 
 func (c countingIPVS) ListRealServers(ctx context.Context, key VSKey) ([]RealServer, error) {
 	c.n.rs++
 	return c.IPVS.ListRealServers(ctx, key)
+}
+
+func (c countingIPVS) ListAllRealServers(ctx context.Context) (map[VSKey][]RealServer, error) {
+	c.n.all++
+	return c.IPVS.ListAllRealServers(ctx)
 }
 
 type countingLinks struct {

@@ -70,6 +70,8 @@ type Proxier struct {
 	// per Config.KernelCheckInterval); now is the clock (time.Now; tests replace it).
 	checked time.Time
 	now     func() time.Time
+	// listAllFailed is set once IPVS.ListAllRealServers failed (logged once at level 0).
+	listAllFailed bool
 
 	mu              sync.Mutex // guards last, restoreFailures (read by the metrics) and serviceCIDRs
 	last            SyncStats
@@ -241,6 +243,17 @@ func (p *Proxier) applyChecked(ctx context.Context, plan Plan) (SyncStats, error
 		ipvs: p.w.IPVS, cfg: p.cfg, draining: map[VSKey]bool{},
 		owned:   ownership{cfg: p.cfg, bound: bound, planned: p.planned, sets: evidence}.owns,
 		inspect: func(PlannedVS) bool { return true },
+	}
+	if len(have) > 0 {
+		// every real server in one read, not one dump per virtual server; if the read
+		// fails, ensureVirtualServers lists them one virtual server at a time
+		if sync.listed, err = p.w.IPVS.ListAllRealServers(ctx); err != nil {
+			lvl := 4
+			if !p.listAllFailed {
+				lvl, p.listAllFailed = 0, true
+			}
+			klog.FromContext(ctx).V(lvl).Info("Cannot read the IPVS table at once: kernel checks list the real servers one virtual server at a time", "err", err)
+		}
 	}
 	sync.ensureVirtualServers(ctx, plan, have)
 	var errs []error

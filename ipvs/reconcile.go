@@ -27,7 +27,11 @@ type ipvsSync struct {
 	owned func(VSKey) bool
 	// inspect reports whether the real servers of an existing virtual server must be
 	// listed (every one in a sync that checks the kernel; see applyChanges for the others).
-	inspect  func(PlannedVS) bool
+	inspect func(PlannedVS) bool
+	// listed holds the real servers of the existing virtual servers when they were read at
+	// once (IPVS.ListAllRealServers); nil, or a virtual server missing from it, and they
+	// are listed one virtual server at a time.
+	listed   map[VSKey][]RealServer
 	stats    ipvsStats
 	draining map[VSKey]bool // virtual servers left with draining real servers
 	errs     []error
@@ -60,7 +64,7 @@ func (s *ipvsSync) ensureVirtualServers(ctx context.Context, plan Plan, have map
 			// A virtual server this sync just added has no real servers: listing them
 			// would cost one netlink dump per new service (a cold start's N) for nothing.
 			var err error
-			if rss, err = s.ipvs.ListRealServers(ctx, want.VSKey); err != nil {
+			if rss, err = s.realServers(ctx, want.VSKey); err != nil {
 				s.errs = append(s.errs, err)
 				continue
 			}
@@ -69,6 +73,15 @@ func (s *ipvsSync) ensureVirtualServers(ctx context.Context, plan Plan, have map
 			s.errs = append(s.errs, err)
 		}
 	}
+}
+
+// realServers returns the real servers of an existing virtual server: from listed, else
+// listed now.
+func (s *ipvsSync) realServers(ctx context.Context, key VSKey) ([]RealServer, error) {
+	if rss, ok := s.listed[key]; ok {
+		return rss, nil
+	}
+	return s.ipvs.ListRealServers(ctx, key)
 }
 
 // syncRealServers makes the virtual server's real servers (cur, as listed) the planned ones,

@@ -161,6 +161,11 @@ func (x timedIPVS) ListRealServers(ctx context.Context, key ipvs.VSKey) ([]ipvs.
 	return x.IPVS.ListRealServers(ctx, key)
 }
 
+func (x timedIPVS) ListAllRealServers(ctx context.Context) (map[ipvs.VSKey][]ipvs.RealServer, error) {
+	defer x.t.track("ipvs.ListAllRealServers")()
+	return x.IPVS.ListAllRealServers(ctx)
+}
+
 func (x timedIPVS) AddRealServer(ctx context.Context, key ipvs.VSKey, rs ipvs.RealServer) error {
 	defer x.t.track("ipvs.AddRealServer")()
 	return x.IPVS.AddRealServer(ctx, key, rs)
