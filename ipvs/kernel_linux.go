@@ -206,8 +206,8 @@ func (k *Kernel) ListRealServers(ctx context.Context, key VSKey) ([]RealServer, 
 
 // ListAllRealServers implements IPVS: one read of the namespace's /proc/net/ip_vs, opened
 // from a thread in the namespace (the file shows the IPVS table of the namespace it was
-// opened in). At 10,000 virtual servers in the TCG test VM the read takes about 0.6 s, where
-// 10,000 ListRealServers dumps take 2.5 s (bench/results/2026-12-07-ipvs-synccost.md).
+// opened in). At 10,000 virtual servers in the TCG test VM the read took 0.91-0.98 s where
+// 10,000 ListRealServers dumps took 7.6-12.6 s (bench/results/2026-12-07-ipvs-proc-table.md).
 func (k *Kernel) ListAllRealServers(ctx context.Context) (map[VSKey][]RealServer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -247,13 +247,15 @@ func (p *Proxier) applyChecked(ctx context.Context, plan Plan) (SyncStats, error
 	if len(have) > 0 {
 		// every real server in one read, not one dump per virtual server; if the read
 		// fails, ensureVirtualServers lists them one virtual server at a time
-		if sync.listed, err = p.w.IPVS.ListAllRealServers(ctx); err != nil {
+		listed, lerr := p.w.IPVS.ListAllRealServers(ctx)
+		if lerr != nil {
 			lvl := 4
 			if !p.listAllFailed {
 				lvl, p.listAllFailed = 0, true
 			}
-			klog.FromContext(ctx).V(lvl).Info("Cannot read the IPVS table at once: kernel checks list the real servers one virtual server at a time", "err", err)
+			klog.FromContext(ctx).V(lvl).Info("Cannot read the IPVS table at once: kernel checks list the real servers one virtual server at a time", "err", lerr)
 		}
+		sync.listed = listed
 	}
 	sync.ensureVirtualServers(ctx, plan, have)
 	var errs []error
