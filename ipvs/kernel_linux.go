@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -17,6 +16,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
+
+	"github.com/kproxy/kproxy/internal/netnsutil"
 )
 
 // Kernel is the real IPVS table and links of one network namespace: IPVS over
@@ -212,7 +213,14 @@ func (k *Kernel) ListAllRealServers(ctx context.Context) (map[VSKey][]RealServer
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f, err := openInNamespace(k.nsPath, "/proc/thread-self/net/ip_vs")
+	var f *os.File
+	open := func() (err error) { f, err = os.Open("/proc/thread-self/net/ip_vs"); return err }
+	var err error
+	if k.nsPath == "" {
+		err = open()
+	} else {
+		err = netnsutil.Do(k.nsPath, open)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list all real servers: %w", err)
 	}
@@ -222,47 +230,6 @@ func (k *Kernel) ListAllRealServers(ctx context.Context) (map[VSKey][]RealServer
 		return nil, fmt.Errorf("list all real servers: read %s: %w", f.Name(), err)
 	}
 	return out, nil
-}
-
-// openInNamespace opens the file name from a thread in the network namespace at nsPath (""
-// is the caller's own): what /proc/thread-self/net shows is that namespace's, and stays so
-// after the open. The thread is put back into its namespace; if that fails, it stays locked
-// and the Go runtime discards it when the goroutine ends.
-func openInNamespace(nsPath, name string) (*os.File, error) {
-	if nsPath == "" {
-		return os.Open(name)
-	}
-	type result struct {
-		f   *os.File
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			done <- result{err: fmt.Errorf("open own network namespace: %w", err)}
-			return
-		}
-		defer func() { _ = orig.Close() }()
-		target, err := netns.GetFromPath(nsPath)
-		if err != nil {
-			done <- result{err: fmt.Errorf("open network namespace %q: %w", nsPath, err)}
-			return
-		}
-		defer func() { _ = target.Close() }()
-		if err := netns.Set(target); err != nil {
-			done <- result{err: fmt.Errorf("enter network namespace %q: %w", nsPath, err)}
-			return
-		}
-		f, err := os.Open(name)
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		done <- result{f, err}
-	}()
-	r := <-done
-	return r.f, r.err
 }
 
 func toDestination(rs RealServer) *libipvs.Destination {

@@ -1,6 +1,7 @@
 // Package netnsutil runs Go code inside another network namespace. Tests and the e2e harness
 // use it to open sockets in the namespaces they create; production code binds kernel handles
-// to a namespace path instead (netlink.NewHandleAt, nsenter for execs).
+// to a namespace path where it can (netlink.NewHandleAt, nsenter for execs) and uses Do where
+// only a thread in the namespace will do (ipvs.Kernel opening /proc/thread-self/net/ip_vs).
 package netnsutil
 
 import (

@@ -4,8 +4,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os/exec"
-	"testing"
 )
+
+// T is the part of testing.TB that Create uses; the package does not import testing, so
+// production code may call Do.
+type T interface {
+	Helper()
+	Cleanup(func())
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+}
 
 // Suffix returns a random hex suffix for namespace names, so that runs side by side never
 // collide.
@@ -17,7 +25,7 @@ func Suffix() string {
 
 // Create makes the named network namespace with lo up for a test, deletes it when the test
 // ends, and returns its path. Equivalent to: `ip netns add NAME; ip -n NAME link set lo up`.
-func Create(t testing.TB, name string) string {
+func Create(t T, name string) string {
 	t.Helper()
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
@@ -34,7 +42,7 @@ func Create(t testing.TB, name string) string {
 }
 
 // CreateTemp is Create with the name prefix-<random>; it returns the name and the path.
-func CreateTemp(t testing.TB, prefix string) (name, path string) {
+func CreateTemp(t T, prefix string) (name, path string) {
 	t.Helper()
 	name = prefix + "-" + Suffix()
 	return name, Create(t, name)
