@@ -203,39 +203,6 @@ func (f *Feed) Start(ctx context.Context) error {
 	return nil
 }
 
-// lastApplied is kubectl apply's copy of the whole object, kept as an annotation.
-const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
-
-// Trim drops, before an informer stores an object, what kproxy never reads and what often
-// is the larger part of a Service or EndpointSlice: its managedFields and kubectl's
-// last-applied annotation, and of an EndpointSlice its owner reference and each endpoint's
-// targetRef, hostname and deprecatedTopology (about 170 bytes an endpoint). The informers
-// keep every object for as long as it exists, so at 10,000 services this is memory held all
-// the time.
-func Trim(obj any) (any, error) {
-	m, ok := obj.(metav1.Object)
-	if !ok {
-		return obj, nil // a tombstone: its object was trimmed when stored
-	}
-	m.SetManagedFields(nil)
-	if s, ok := obj.(*discovery.EndpointSlice); ok {
-		s.OwnerReferences = nil
-		for i := range s.Endpoints {
-			ep := &s.Endpoints[i]
-			ep.TargetRef, ep.Hostname, ep.DeprecatedTopology = nil, nil, nil
-		}
-	}
-	if a := m.GetAnnotations(); a != nil {
-		if _, ok := a[lastApplied]; ok {
-			delete(a, lastApplied)
-			if len(a) == 0 {
-				m.SetAnnotations(nil)
-			}
-		}
-	}
-	return obj, nil
-}
-
 func (f *Feed) onNode(obj any) {
 	n, ok := obj.(*v1.Node)
 	if !ok || n.Name != f.NodeName {

@@ -83,9 +83,9 @@ func (t *keepTracker) OnEndpointSliceAdd(s *discovery.EndpointSlice) {
 func (t *keepTracker) OnEndpointSliceUpdate(_, _ *discovery.EndpointSlice) {}
 func (t *keepTracker) OnEndpointSliceDelete(*discovery.EndpointSlice)      {}
 
-// The informers store objects without managedFields and kubectl's last-applied copy (memory
-// held for every object), and keep every other annotation (the slice's trigger time feeds the
-// programming latency metric).
+// The informers store objects without managedFields, kubectl's last-applied copy or any
+// other annotation (memory held for every object), but the slice's trigger time, which feeds
+// the programming latency metric.
 func TestFeedTrimsObjects(t *testing.T) {
 	managed := []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate,
 		FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:spec":{"f:ports":{}}}`)}}
@@ -93,7 +93,7 @@ func TestFeedTrimsObjects(t *testing.T) {
 		Annotations: map[string]string{lastApplied: `{"kind":"Service"}`}}}
 	slice := &discovery.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-1", ManagedFields: managed,
 		Labels:      map[string]string{discovery.LabelServiceName: "a"},
-		Annotations: map[string]string{lastApplied: "{}", v1.EndpointsLastChangeTriggerTime: "2026-12-07T00:00:00Z"}},
+		Annotations: map[string]string{lastApplied: "{}", "example.com/note": "x", v1.EndpointsLastChangeTriggerTime: "2026-12-07T00:00:00Z"}},
 		AddressType: discovery.AddressTypeIPv4}
 	tr := &keepTracker{}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -37,6 +37,7 @@ import (
 // until ctx ends.
 func serve(ctx context.Context, cfg Config) error {
 	logger := klog.FromContext(ctx)
+	gcPercent, gcSet := setGCPercent(os.Getenv)
 	nodeName, err := nodeName(cfg.HostnameOverride)
 	if err != nil {
 		return err
@@ -97,7 +98,7 @@ func serve(ctx context.Context, cfg Config) error {
 	mode := stacks[0].backend.Mode()
 	logger.Info("Starting kproxy", "version", version, "mode", mode, "node", nodeName,
 		"ipFamilies", names, "clusterCIDRs", cfg.ClusterCIDRs, "syncPeriod", cfg.SyncPeriod,
-		"minSyncPeriod", cfg.MinSyncPeriod)
+		"minSyncPeriod", cfg.MinSyncPeriod, "GOGC", gcPercent, "GOGCFromEnvironment", !gcSet)
 
 	agent, err := newDatapathAgent(ctx, cfg, client, nodeName)
 	if err != nil {
