@@ -18,8 +18,9 @@ import (
 // *ServicePort or its endpoint slice is not the one it was rendered from (the tracker hands
 // out immutable values, so an unchanged port keeps both; this catches a Changed set that
 // misses something). Everything else a port's rules depend on is the same for every port:
-// the Config (fixed for a Proxier), the node and large-cluster mode. When the node or the
-// mode changes, every port is rendered again.
+// the Config (fixed for a Proxier but for its service CIDRs, of which a port's rules depend
+// only on whether there are any: without, each ClusterIP has its own reject rule), the node
+// and large-cluster mode. When one of these changes, every port is rendered again.
 //
 // The shared chains (nat KUBE-SERVICES, ...) are assembled from every port's rules in them;
 // the cache keeps the last assembly and assembles again only when a port that changed has
@@ -33,7 +34,9 @@ import (
 type portCache struct {
 	node  endpoints.NodeInfo
 	large bool
-	ports map[endpoints.ServicePortName]*cachedPort
+	// rejects is the renderer's: whether ports render their ClusterIP's reject rule.
+	rejects bool
+	ports   map[endpoints.ServicePortName]*cachedPort
 	// sorted holds the entries of ports in service port name order.
 	sorted []*cachedPort
 	gen    uint64
@@ -118,10 +121,10 @@ func (c *portCache) update(in Input, changed map[types.NamespacedName]struct{}) 
 		todo = append(todo, stale{name: name, sp: sp, eps: eps, e: e})
 	}
 	r := newRenderer(in.Config, total > largeClusterEndpoints)
-	if in.Node != c.node || r.large != c.large {
+	if in.Node != c.node || r.large != c.large || r.rejects != c.rejects {
 		// Every port renders differently: all of them again (keeping what they rendered
 		// before, whose chains may have to go).
-		c.node, c.large, c.shared = in.Node, r.large, nil
+		c.node, c.large, c.rejects, c.shared = in.Node, r.large, r.rejects, nil
 		todo = todo[:0]
 		for name, sp := range in.Services {
 			if in.Config.ofFamily(sp.ClusterIP) && validPort(sp.Port) {
@@ -247,7 +250,7 @@ func sameShared(a, b *portRules) bool {
 	return true
 }
 
-func sameRules(a, b ChainRules) bool {
+func sameRules(a, b ruleList) bool {
 	return slices.EqualFunc(a.Rules, b.Rules, func(x, y iptables.Rule) bool { return slices.Equal(x, y) })
 }
 

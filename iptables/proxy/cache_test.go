@@ -435,7 +435,8 @@ func TestLargeClusterFlipInPartialSync(t *testing.T) {
 
 // Service CIDRs set while running (the ServiceCIDR objects) take effect at the next sync,
 // partial too, and leave the kernel as a proxier started with them would; taking them away
-// brings back the per-ClusterIP rejects.
+// brings back the per-ClusterIP rejects, also of the services rendered while there were
+// CIDRs (each step changes another service).
 func TestSetServiceCIDRsInPartialSync(t *testing.T) {
 	ctx := context.Background()
 	f := iptables.NewFake(iptables.IPv4)
@@ -444,9 +445,9 @@ func TestSetServiceCIDRsInPartialSync(t *testing.T) {
 	if err := p.Apply(ctx, w.changedSnapshot(), testNode, true); err != nil {
 		t.Fatal(err)
 	}
-	name := portName("ns1", "svc00001", "http", v1.ProtocolTCP)
 	cidrs := []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}
-	for step, set := range [][]netip.Prefix{cidrs, {}} {
+	for step, set := range [][]netip.Prefix{cidrs, {}, cidrs, {}} {
+		name := portName(fmt.Sprintf("ns%d", step+1), fmt.Sprintf("svc%05d", step+1), "http", v1.ProtocolTCP)
 		p.SetServiceCIDRs(set)
 		w.endpoints[name] = w.endpoints[name][:len(w.endpoints[name])-1]
 		if err := p.Apply(ctx, changedOne(w, name), testNode, false); err != nil {
@@ -460,7 +461,7 @@ func TestSetServiceCIDRsInPartialSync(t *testing.T) {
 			t.Errorf("step %d, service CIDRs %v (-fresh +partial):\n%s", step, set, diff)
 		}
 		rejects := strings.Count(f.Dump(), "-j REJECT")
-		if want := map[int]int{0: 1, 1: 20}[step]; rejects != want {
+		if want := map[int]int{0: 1, 1: 20, 2: 1, 3: 20}[step]; rejects != want {
 			t.Errorf("step %d: %d REJECT rules, want %d", step, rejects, want)
 		}
 	}

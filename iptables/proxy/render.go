@@ -47,10 +47,17 @@ type Rules struct {
 // ChainRules is one chain and its rules in order.
 type ChainRules struct {
 	Chain iptables.Chain
-	Rules []iptables.Rule
+	ruleList
 	// Service is the service a per-service chain (KUBE-SVC-, KUBE-SVL-, KUBE-EXT-, KUBE-FW-,
 	// KUBE-SEP-) belongs to; zero for the shared chains.
 	Service types.NamespacedName
+}
+
+// ruleList is a list of rules and, once canonicalised, their text. A port's rules in a
+// shared chain are a ruleList without the chain's name: the render cache keeps six of them
+// for every service port.
+type ruleList struct {
+	Rules []iptables.Rule
 	// lines are the rules as iptables-save prints them, one per rule; nil when not
 	// canonicalised (Render leaves them out, the proxier fills them in). Once a sync wrote a
 	// per-service chain, the cache keeps its lines only (Rules nil, portRules.dropChainRules).
@@ -84,10 +91,11 @@ var slotTables = [numSharedSlots]iptables.Table{iptables.TableNAT, iptables.Tabl
 type portRules struct {
 	clusterIP netip.Addr
 	// shared are the port's rules in each shared chain, in order (Chain unset).
-	shared [numSharedSlots]ChainRules
-	// rejectOther is filter KUBE-SERVICES's "port not in use" rule for the ClusterIP, used
-	// without service CIDRs, by the first port (in name order) with that ClusterIP.
-	rejectOther ChainRules
+	shared [numSharedSlots]ruleList
+	// rejectOther is filter KUBE-SERVICES's "port not in use" rule for the ClusterIP, rendered
+	// without service CIDRs (renderer.rejects) and used by the first port (in name order) with
+	// that ClusterIP.
+	rejectOther ruleList
 	// chains are the port's own chains (KUBE-EXT, KUBE-FW, KUBE-SVC, KUBE-SVL, KUBE-SEP).
 	chains                                      []ChainRules
 	endpoints, noLocalInternal, noLocalExternal int
@@ -100,7 +108,7 @@ func (pr *portRules) canonicalise(fam iptables.Family) {
 	}
 	canonicaliseChain(&pr.rejectOther, fam, iptables.TableFilter)
 	for i := range pr.chains {
-		canonicaliseChain(&pr.chains[i], fam, iptables.TableNAT)
+		canonicaliseChain(&pr.chains[i].ruleList, fam, iptables.TableNAT)
 	}
 }
 
@@ -119,7 +127,7 @@ func (pr *portRules) dropChainRules() {
 // canonicaliseChain sets c.lines to the rules as iptables-save prints them. A rule that
 // cannot be canonicalised keeps its own text: it will differ from the kernel's, so its chain
 // is always rewritten, and the kernel judges it.
-func canonicaliseChain(c *ChainRules, fam iptables.Family, table iptables.Table) {
+func canonicaliseChain(c *ruleList, fam iptables.Family, table iptables.Table) {
 	c.lines = make([]string, len(c.Rules))
 	for i, r := range c.Rules {
 		text, err := iptables.CanonicalRule(fam, table, r...)
@@ -136,12 +144,17 @@ type renderer struct {
 	det   LocalDetector
 	mark  string
 	large bool
+	// rejects is set without service CIDRs of the family: each ClusterIP then gets its own
+	// "port not in use" rule (portRules.rejectOther), one rule per range otherwise.
+	rejects bool
 	// port is the service port being rendered.
 	port *portRules
 }
 
 func newRenderer(cfg Config, large bool) *renderer {
-	return &renderer{cfg: cfg, det: cfg.localDetector(), mark: cfg.masqueradeMark(), large: large}
+	r := &renderer{cfg: cfg, det: cfg.localDetector(), mark: cfg.masqueradeMark(), large: large}
+	r.rejects = len(r.serviceCIDRs()) == 0
+	return r
 }
 
 // renders reports whether the service port gets rules in this family.
@@ -188,7 +201,7 @@ func (r *renderer) assemble(ports iter.Seq[*portRules], nodePortIPs []netip.Addr
 	var out Rules
 	out.LargeCluster = r.large
 	var perService []ChainRules
-	rejects := ChainRules{}
+	rejects := ruleList{}
 	seenIPs := map[netip.Addr]bool{}
 	for pr := range ports {
 		out.ServicePorts++
@@ -196,7 +209,7 @@ func (r *renderer) assemble(ports iter.Seq[*portRules], nodePortIPs []netip.Addr
 		out.NoLocalEndpointsInternal += pr.noLocalInternal
 		out.NoLocalEndpointsExternal += pr.noLocalExternal
 		for slot := range shared {
-			a.appendRules(&shared[slot], pr.shared[slot])
+			a.appendRules(&shared[slot].ruleList, pr.shared[slot])
 		}
 		if !seenIPs[pr.clusterIP] {
 			seenIPs[pr.clusterIP] = true
@@ -209,7 +222,7 @@ func (r *renderer) assemble(ports iter.Seq[*portRules], nodePortIPs []netip.Addr
 	if cidrs := r.serviceCIDRs(); len(cidrs) > 0 {
 		a.fixed(iptables.TableFilter, &shared[slotFilterServices], rejectCIDRRules(cidrs)...)
 	} else {
-		a.appendRules(&shared[slotFilterServices], rejects)
+		a.appendRules(&shared[slotFilterServices].ruleList, rejects)
 	}
 	a.fixed(iptables.TableNAT, &shared[slotNATServices], r.nodePortsJump(nodePortIPs)...)
 	markMasq := ChainRules{Chain: iptables.ChainKubeMarkMasq}
@@ -234,7 +247,7 @@ func (r *renderer) assemble(ports iter.Seq[*portRules], nodePortIPs []netip.Addr
 type assembly struct{ opts assembleOptions }
 
 // appendRules appends src's rules (and lines) to dst.
-func (a *assembly) appendRules(dst *ChainRules, src ChainRules) {
+func (a *assembly) appendRules(dst *ruleList, src ruleList) {
 	dst.Rules = append(dst.Rules, src.Rules...)
 	if a.opts.canon != nil {
 		if dst.lines == nil {

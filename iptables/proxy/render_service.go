@@ -101,9 +101,11 @@ func (r *renderer) servicePort(sp *endpoints.ServicePort, eps []endpoints.Endpoi
 	defer func() { r.port = nil }()
 	p := r.planServicePort(sp, eps, node)
 	r.port.endpoints = len(p.allEPs)
-	r.port.rejectOther.Rules = []iptables.Rule{{
-		"-m", "comment", "--comment", sp.Name.NamespacedName.String() + " cluster IP: port not in use",
-		"-d", hostPrefix(sp.ClusterIP), "-j", "REJECT"}}
+	if r.rejects {
+		r.port.rejectOther.Rules = []iptables.Rule{{
+			"-m", "comment", "--comment", sp.Name.NamespacedName.String() + " cluster IP: port not in use",
+			"-d", hostPrefix(sp.ClusterIP), "-j", "REJECT"}}
+	}
 	r.captureClusterIP(p)
 	r.captureExternalIPs(p)
 	r.captureLoadBalancerIPs(p)
@@ -199,7 +201,14 @@ func (r *renderer) captureNodePort(p *svcPlan) {
 // serviceChains renders the service port's own chains in upstream's order: KUBE-EXT, KUBE-FW,
 // KUBE-SVC, KUBE-SVL, then one KUBE-SEP per endpoint reachable from this node.
 func (r *renderer) serviceChains(p *svcPlan) {
-	var chains []ChainRules
+	// The cache keeps the list for as long as the port exists: allocate it at its length.
+	n := len(p.allEPs)
+	for _, uses := range []bool{p.usesExtChain, p.usesFWChain, p.usesClusterChain, p.usesLocalChain} {
+		if uses {
+			n++
+		}
+	}
+	chains := make([]ChainRules, 0, n)
 	if p.usesExtChain {
 		chains = append(chains, r.externalChain(p))
 	}
@@ -333,10 +342,10 @@ func (r *renderer) endpointChain(p *svcPlan, ep endpoints.Endpoint) ChainRules {
 		dnat = append(dnat, "-m", "recent", "--name", string(sep), "--set")
 	}
 	dnat = append(dnat, "-p", p.proto, "-m", p.proto, "-j", "DNAT", "--to-destination", ep.String())
-	return ChainRules{Chain: sep, Rules: []iptables.Rule{
+	return ChainRules{Chain: sep, ruleList: ruleList{Rules: []iptables.Rule{
 		slices.Concat(note, iptables.Rule{"-s", hostPrefix(ep.IP)}, jumpMarkMasq),
 		dnat,
-	}}
+	}}}
 }
 
 // endpointComment is a per-endpoint rule's comment, left out in large-cluster mode.
