@@ -129,9 +129,9 @@ const (
 func (m topologyMode) allows(ep Endpoint, node NodeInfo) bool {
 	switch m {
 	case topologyNode:
-		return slices.Contains(ep.NodeHints, node.Name)
+		return slices.Contains(ep.NodeHints(), node.Name)
 	case topologyZone:
-		return slices.Contains(ep.ZoneHints, node.Zone)
+		return slices.Contains(ep.ZoneHints(), node.Zone)
 	}
 	return true
 }
@@ -148,14 +148,14 @@ func topologyFromHints(eps []Endpoint, node NodeInfo) topologyMode {
 			continue
 		}
 		anyReady = true
-		if len(ep.NodeHints) == 0 {
+		if len(ep.NodeHints()) == 0 {
 			allNode = false
-		} else if slices.Contains(ep.NodeHints, node.Name) {
+		} else if slices.Contains(ep.NodeHints(), node.Name) {
 			forNode = true
 		}
-		if len(ep.ZoneHints) == 0 {
+		if len(ep.ZoneHints()) == 0 {
 			allZone = false
-		} else if node.Zone != "" && slices.Contains(ep.ZoneHints, node.Zone) {
+		} else if node.Zone != "" && slices.Contains(ep.ZoneHints(), node.Zone) {
 			forZone = true
 		}
 	}

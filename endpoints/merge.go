@@ -100,7 +100,7 @@ func equalEndpoint(a, b Endpoint) bool {
 	return a.IP == b.IP && a.Port == b.Port &&
 		a.Ready == b.Ready && a.Serving == b.Serving && a.Terminating == b.Terminating &&
 		a.NodeName == b.NodeName && a.Zone == b.Zone &&
-		slices.Equal(a.ZoneHints, b.ZoneHints) && slices.Equal(a.NodeHints, b.NodeHints)
+		slices.Equal(a.ZoneHints(), b.ZoneHints()) && slices.Equal(a.NodeHints(), b.NodeHints())
 }
 
 func equalServicePort(a, b *ServicePort) bool {

@@ -28,7 +28,7 @@ func TestEqualCoversEveryField(t *testing.T) {
 	}
 	fullEndpoint := Endpoint{
 		IP: addr("10.1.0.1"), Port: 8080, Ready: true, Serving: true, Terminating: true,
-		NodeName: "n1", Zone: "z1", ZoneHints: []string{"z1"}, NodeHints: []string{"n1"},
+		NodeName: "n1", Zone: "z1", Hints: &Hints{Zones: []string{"z1"}, Nodes: []string{"n1"}},
 	}
 	tests := []struct {
 		name  string

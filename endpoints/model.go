@@ -59,10 +59,33 @@ type Endpoint struct {
 	Serving     bool
 	Terminating bool
 
-	NodeName  string
-	Zone      string
-	ZoneHints []string // hints.forZones, nil when the slice has no zone hints
-	NodeHints []string // hints.forNodes, nil when the slice has no node hints
+	NodeName string
+	Zone     string
+	// Hints are the endpoint's topology hints, nil when the slice gives none. A pointer, not
+	// the two lists: the tracker keeps every endpoint twice, and most have no hints.
+	Hints *Hints
+}
+
+// Hints are an endpoint's hints.forZones and hints.forNodes, by name.
+type Hints struct {
+	Zones []string
+	Nodes []string
+}
+
+// ZoneHints are the endpoint's hints.forZones, nil without any.
+func (e *Endpoint) ZoneHints() []string {
+	if e.Hints == nil {
+		return nil
+	}
+	return e.Hints.Zones
+}
+
+// NodeHints are the endpoint's hints.forNodes, nil without any.
+func (e *Endpoint) NodeHints() []string {
+	if e.Hints == nil {
+		return nil
+	}
+	return e.Hints.Nodes
 }
 
 // String is "ip:port" ("[ip]:port" for IPv6).

@@ -119,12 +119,13 @@ func convertEndpoint(e *discovery.Endpoint, family v1.IPFamily, is *issues) (End
 	if e.Zone != nil {
 		ep.Zone = *e.Zone
 	}
-	if e.Hints != nil {
-		for _, z := range e.Hints.ForZones {
-			ep.ZoneHints = append(ep.ZoneHints, z.Name)
+	if h := e.Hints; h != nil && len(h.ForZones)+len(h.ForNodes) > 0 {
+		ep.Hints = &Hints{}
+		for _, z := range h.ForZones {
+			ep.Hints.Zones = append(ep.Hints.Zones, z.Name)
 		}
-		for _, n := range e.Hints.ForNodes {
-			ep.NodeHints = append(ep.NodeHints, n.Name)
+		for _, n := range h.ForNodes {
+			ep.Hints.Nodes = append(ep.Hints.Nodes, n.Name)
 		}
 	}
 	return ep, true

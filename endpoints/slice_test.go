@@ -113,7 +113,7 @@ func TestConvertSlice(t *testing.T) {
 		name:  "node, zone and hints",
 		slice: makeSlice("ns", "s1", "svc", "10.1.0.1 node=n1 zone=z1 zh=z1,z2 nh=n1", "10.1.0.2 node=n2 zone=z2"),
 		want: &sliceInfo{Service: svc, Ports: []slicePort{http}, Endpoints: []Endpoint{
-			{IP: addr("10.1.0.1"), Ready: true, Serving: true, NodeName: "n1", Zone: "z1", ZoneHints: []string{"z1", "z2"}, NodeHints: []string{"n1"}},
+			{IP: addr("10.1.0.1"), Ready: true, Serving: true, NodeName: "n1", Zone: "z1", Hints: &Hints{Zones: []string{"z1", "z2"}, Nodes: []string{"n1"}}},
 			{IP: addr("10.1.0.2"), Ready: true, Serving: true, NodeName: "n2", Zone: "z2"},
 		}},
 	}, {

@@ -118,7 +118,7 @@ func (c *churn) randomEndpoints(port int32) []endpoints.Endpoint {
 		case 1:
 			ep.Ready, ep.Serving = false, false
 		case 2:
-			ep.ZoneHints = []string{[]string{"zone-a", "zone-b"}[r.IntN(2)]}
+			ep.Hints = &endpoints.Hints{Zones: []string{[]string{"zone-a", "zone-b"}[r.IntN(2)]}}
 		}
 		eps = append(eps, ep)
 	}

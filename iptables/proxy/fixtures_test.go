@@ -38,7 +38,7 @@ func remoteEP(ip string, port int32) endpoints.Endpoint {
 // zoneEP is a ready endpoint on another node with a zone hint.
 func zoneEP(ip string, port int32, zone string) endpoints.Endpoint {
 	ep := remoteEP(ip, port)
-	ep.ZoneHints = []string{zone}
+	ep.Hints = &endpoints.Hints{Zones: []string{zone}}
 	return ep
 }
 
