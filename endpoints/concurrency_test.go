@@ -11,6 +11,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kproxy/kproxy/internal/memstat"
 )
 
 // TestTrackerConcurrent folds events from several goroutines while another checks out and
@@ -162,25 +164,18 @@ func BenchmarkTrackerRetained(b *testing.B) {
 	}
 	var retained float64
 	for b.Loop() {
-		before := liveHeap()
+		before := memstat.LiveHeap()
 		tr := NewTracker(TrackerOptions{})
 		for i := range services {
 			tr.OnServiceAdd(svcs[i])
 			tr.OnEndpointSliceAdd(slices[i])
 		}
 		snap := tr.Checkout()
-		retained = float64(liveHeap()-before) / (1 << 20)
+		retained = float64(memstat.LiveHeap()-before) / (1 << 20)
 		runtime.KeepAlive(tr)
 		runtime.KeepAlive(snap)
 	}
 	runtime.KeepAlive(svcs)
 	runtime.KeepAlive(slices)
 	b.ReportMetric(retained, "retained-MiB")
-}
-
-func liveHeap() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }

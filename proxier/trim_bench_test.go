@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
+
+	"github.com/kproxy/kproxy/internal/memstat"
 )
 
 // BenchmarkStoredObjects is the memory an informer holds for each Service and EndpointSlice:
@@ -48,7 +50,7 @@ func BenchmarkStoredObjects(b *testing.B) {
 			b.Run(fmt.Sprintf("kind=%s/transform=%s", kind, transform), func(b *testing.B) {
 				var perObject float64
 				for b.Loop() {
-					before := liveHeap()
+					before := memstat.LiveHeap()
 					kept := make([]any, 0, n)
 					for _, w := range wire[kind] {
 						decoded, _, err := codec.Decode(w, nil, nil)
@@ -63,20 +65,13 @@ func BenchmarkStoredObjects(b *testing.B) {
 						}
 						kept = append(kept, obj)
 					}
-					perObject = float64(liveHeap()-before) / n
+					perObject = float64(memstat.LiveHeap()-before) / n
 					runtime.KeepAlive(kept)
 				}
 				b.ReportMetric(perObject, "stored-B/object")
 			})
 		}
 	}
-}
-
-func liveHeap() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }
 
 var benchManaged = []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate,

@@ -8,6 +8,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/kproxy/kproxy/endpoints"
 	"github.com/kproxy/kproxy/internal/apifuzz"
@@ -56,44 +57,9 @@ func checkTrim(t *testing.T, fam v1.IPFamily, ops []apifuzz.Op) {
 	}
 	decoded, stored := newTracker(&asDecoded), newTracker(&asStored)
 	// The stored copy of each object, as the informer would hand it as the old version.
-	storedService := map[*v1.Service]*v1.Service{}
-	storedSlice := map[*discovery.EndpointSlice]*discovery.EndpointSlice{}
-	trimService := func(s *v1.Service) *v1.Service {
-		if s == nil {
-			return nil
-		}
-		if c, ok := storedService[s]; ok {
-			return c
-		}
-		before := s.DeepCopy()
-		out, err := Trim(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(before, s) {
-			t.Fatalf("Trim modified the Service it was given")
-		}
-		storedService[s] = out.(*v1.Service)
-		return storedService[s]
-	}
-	trimSlice := func(s *discovery.EndpointSlice) *discovery.EndpointSlice {
-		if s == nil {
-			return nil
-		}
-		if c, ok := storedSlice[s]; ok {
-			return c
-		}
-		before := s.DeepCopy()
-		out, err := Trim(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(before, s) {
-			t.Fatalf("Trim modified the EndpointSlice it was given")
-		}
-		storedSlice[s] = out.(*discovery.EndpointSlice)
-		return storedSlice[s]
-	}
+	copies := map[any]any{}
+	trimService := func(s *v1.Service) *v1.Service { return storedCopy(t, copies, s) }
+	trimSlice := func(s *discovery.EndpointSlice) *discovery.EndpointSlice { return storedCopy(t, copies, s) }
 	compare := func(when string) {
 		a, b := decoded.Checkout(), stored.Checkout()
 		if !reflect.DeepEqual(a.Services, b.Services) {
@@ -127,4 +93,26 @@ func checkTrim(t *testing.T, fam v1.IPFamily, ops []apifuzz.Op) {
 	if !reflect.DeepEqual(asDecoded, asStored) {
 		t.Fatalf("%s: reports differ:\ndecoded: %q\nstored:  %q", fam, asDecoded, asStored)
 	}
+}
+
+// storedCopy returns what Trim stores for obj (nil for nil), the same copy each time obj is
+// handed again, and fails the test when Trim modified obj.
+func storedCopy[T *v1.Service | *discovery.EndpointSlice](t *testing.T, copies map[any]any, obj T) T {
+	t.Helper()
+	if obj == nil {
+		return nil
+	}
+	if c, ok := copies[obj]; ok {
+		return c.(T)
+	}
+	before := any(obj).(kruntime.Object).DeepCopyObject()
+	out, err := Trim(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(before, any(obj)) {
+		t.Fatalf("Trim modified the %T it was given", obj)
+	}
+	copies[obj] = out
+	return out.(T)
 }

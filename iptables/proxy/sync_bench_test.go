@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kproxy/kproxy/endpoints"
+	"github.com/kproxy/kproxy/internal/memstat"
 	"github.com/kproxy/kproxy/iptables"
 )
 
@@ -184,20 +185,13 @@ func BenchmarkRetainedState(b *testing.B) {
 	cfg := Config{ClusterCIDR: clusterCIDR, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")}}
 	var retained float64
 	for b.Loop() {
-		before := liveHeap()
+		before := memstat.LiveHeap()
 		p := NewProxier(&nullKernel{}, cfg)
 		if err := p.Apply(ctx, snap, testNode, true); err != nil {
 			b.Fatal(err)
 		}
-		retained = float64(liveHeap()-before) / (1 << 20)
+		retained = float64(memstat.LiveHeap()-before) / (1 << 20)
 		runtime.KeepAlive(p)
 	}
 	b.ReportMetric(retained, "retained-MiB")
-}
-
-func liveHeap() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }
