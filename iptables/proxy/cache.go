@@ -121,10 +121,10 @@ func (c *portCache) update(in Input, changed map[types.NamespacedName]struct{}) 
 		todo = append(todo, stale{name: name, sp: sp, eps: eps, e: e})
 	}
 	r := newRenderer(in.Config, total > largeClusterEndpoints)
-	if in.Node != c.node || r.large != c.large || r.rejects != c.rejects {
+	if in.Node != c.node || r.large != c.large || r.rejects() != c.rejects {
 		// Every port renders differently: all of them again (keeping what they rendered
 		// before, whose chains may have to go).
-		c.node, c.large, c.rejects, c.shared = in.Node, r.large, r.rejects, nil
+		c.node, c.large, c.rejects, c.shared = in.Node, r.large, r.rejects(), nil
 		todo = todo[:0]
 		for name, sp := range in.Services {
 			if in.Config.ofFamily(sp.ClusterIP) && validPort(sp.Port) {

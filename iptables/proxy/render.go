@@ -144,18 +144,20 @@ type renderer struct {
 	det   LocalDetector
 	mark  string
 	large bool
-	// rejects is set without service CIDRs of the family: each ClusterIP then gets its own
-	// "port not in use" rule (portRules.rejectOther), one rule per range otherwise.
-	rejects bool
+	// serviceCIDRs are the configured service CIDRs of the family (familyServiceCIDRs).
+	serviceCIDRs []netip.Prefix
 	// port is the service port being rendered.
 	port *portRules
 }
 
 func newRenderer(cfg Config, large bool) *renderer {
-	r := &renderer{cfg: cfg, det: cfg.localDetector(), mark: cfg.masqueradeMark(), large: large}
-	r.rejects = len(r.serviceCIDRs()) == 0
-	return r
+	return &renderer{cfg: cfg, det: cfg.localDetector(), mark: cfg.masqueradeMark(), large: large,
+		serviceCIDRs: cfg.familyServiceCIDRs()}
 }
+
+// rejects reports whether each ClusterIP gets its own "port not in use" rule
+// (portRules.rejectOther): without service CIDRs of the family; one rule per range otherwise.
+func (r *renderer) rejects() bool { return len(r.serviceCIDRs) == 0 }
 
 // renders reports whether the service port gets rules in this family.
 func (r *renderer) renders(sp *endpoints.ServicePort) bool {
@@ -219,8 +221,8 @@ func (r *renderer) assemble(ports iter.Seq[*portRules], nodePortIPs []netip.Addr
 			perService = append(perService, pr.chains...)
 		}
 	}
-	if cidrs := r.serviceCIDRs(); len(cidrs) > 0 {
-		a.fixed(iptables.TableFilter, &shared[slotFilterServices], rejectCIDRRules(cidrs)...)
+	if !r.rejects() {
+		a.fixed(iptables.TableFilter, &shared[slotFilterServices], rejectCIDRRules(r.serviceCIDRs)...)
 	} else {
 		a.appendRules(&shared[slotFilterServices].ruleList, rejects)
 	}
@@ -294,15 +296,15 @@ func (r *renderer) localhostNodePorts() bool {
 	return r.cfg.LocalhostNodePorts && r.cfg.Family == iptables.IPv4
 }
 
-// serviceCIDRs are the configured service CIDRs of the proxier's family. Filter
+// familyServiceCIDRs are the configured service CIDRs of the proxier's family. Filter
 // KUBE-SERVICES ends by rejecting traffic to a service address that no service port captured
 // (so was not DNATed), at once instead of letting it time out: with service CIDRs one rule
 // per CIDR (which also covers unallocated addresses), without one per ClusterIP
 // (portRules.rejectOther).
-func (r *renderer) serviceCIDRs() []netip.Prefix {
+func (c Config) familyServiceCIDRs() []netip.Prefix {
 	var cidrs []netip.Prefix
-	for _, p := range r.cfg.ServiceCIDRs {
-		if p.IsValid() && r.cfg.ofFamily(p.Addr()) {
+	for _, p := range c.ServiceCIDRs {
+		if p.IsValid() && c.ofFamily(p.Addr()) {
 			cidrs = append(cidrs, p.Masked())
 		}
 	}

@@ -101,7 +101,7 @@ func (r *renderer) servicePort(sp *endpoints.ServicePort, eps []endpoints.Endpoi
 	defer func() { r.port = nil }()
 	p := r.planServicePort(sp, eps, node)
 	r.port.endpoints = len(p.allEPs)
-	if r.rejects {
+	if r.rejects() {
 		r.port.rejectOther.Rules = []iptables.Rule{{
 			"-m", "comment", "--comment", sp.Name.NamespacedName.String() + " cluster IP: port not in use",
 			"-d", hostPrefix(sp.ClusterIP), "-j", "REJECT"}}
