@@ -11,7 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -37,13 +39,17 @@ type Tracker interface {
 	OnEndpointSliceDelete(*discovery.EndpointSlice)
 }
 
-// Feed wires Service, EndpointSlice and Node informers to a tracker, the reconciler's node
-// info and the health's node eligibility, and requests a sync on every change.
+// Feed wires Services and EndpointSlices to a tracker, and the node's Node object to the
+// reconciler's node info and the health's node eligibility, and requests a sync on every
+// change.
 type Feed struct {
 	Client   kubernetes.Interface
 	NodeName string
-	Resync   time.Duration // informer resync period (--config-sync-period)
-	Tracker  Tracker
+	// Resync is the resync period of the Node and ServiceCIDR informers
+	// (--config-sync-period). Services and EndpointSlices are not resynced: the tracker
+	// holds them (objectStore).
+	Resync  time.Duration
+	Tracker Tracker
 	// OnNode receives this node's name and zone on every change of its Node object.
 	OnNode func(endpoints.NodeInfo)
 	// OnServiceCIDRs, when set, receives the service ranges of every ServiceCIDR object
@@ -108,65 +114,36 @@ func (f *Feed) Start(ctx context.Context) error {
 		return err
 	}
 	selector := labels.NewSelector().Add(*noProxyName, *noHeadless).String()
-	factory := informers.NewSharedInformerFactoryWithOptions(f.Client, f.Resync, informers.WithTransform(Trim),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
 	nodeFactory := informers.NewSharedInformerFactoryWithOptions(f.Client, f.Resync, informers.WithTransform(Trim),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", f.NodeName).String()
 		}))
 
-	svcInformer := factory.Core().V1().Services().Informer()
-	svcReg, err := svcInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			if s, ok := obj.(*v1.Service); ok {
-				f.Tracker.OnServiceAdd(s)
-				f.Request()
-			}
-		},
-		UpdateFunc: func(old, cur any) {
-			o, ok1 := old.(*v1.Service)
-			c, ok2 := cur.(*v1.Service)
-			if ok1 && ok2 {
-				f.Tracker.OnServiceUpdate(o, c)
-				f.Request()
-			}
-		},
-		DeleteFunc: func(obj any) {
-			if s, ok := unwrap[*v1.Service](obj); ok {
-				f.Tracker.OnServiceDelete(s)
-				f.Request()
-			}
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("add service handler: %w", err)
+	// Services and EndpointSlices go straight from a Reflector to the tracker (objectStore):
+	// no informer cache keeps a second copy of them.
+	services := newObjectStore("Service", func() *v1.Service { return &v1.Service{} }, storeHandlers[*v1.Service]{
+		add: f.Tracker.OnServiceAdd, update: f.Tracker.OnServiceUpdate, remove: f.Tracker.OnServiceDelete, changed: f.Request})
+	slices := newObjectStore("EndpointSlice", func() *discovery.EndpointSlice { return &discovery.EndpointSlice{} }, storeHandlers[*discovery.EndpointSlice]{
+		add: f.Tracker.OnEndpointSliceAdd, update: f.Tracker.OnEndpointSliceUpdate, remove: f.Tracker.OnEndpointSliceDelete, changed: f.Request})
+	withSelector := func(o metav1.ListOptions) metav1.ListOptions {
+		o.LabelSelector = selector
+		return o
 	}
-	sliceInformer := factory.Discovery().V1().EndpointSlices().Informer()
-	sliceReg, err := sliceInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			if s, ok := obj.(*discovery.EndpointSlice); ok {
-				f.Tracker.OnEndpointSliceAdd(s)
-				f.Request()
-			}
+	core, disc := f.Client.CoreV1(), f.Client.DiscoveryV1()
+	runReflector(ctx, "services", &v1.Service{}, f.Client, services,
+		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return core.Services(metav1.NamespaceAll).List(ctx, withSelector(o))
 		},
-		UpdateFunc: func(old, cur any) {
-			o, ok1 := old.(*discovery.EndpointSlice)
-			c, ok2 := cur.(*discovery.EndpointSlice)
-			if ok1 && ok2 {
-				f.Tracker.OnEndpointSliceUpdate(o, c)
-				f.Request()
-			}
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return core.Services(metav1.NamespaceAll).Watch(ctx, withSelector(o))
+		})
+	runReflector(ctx, "endpointslices", &discovery.EndpointSlice{}, f.Client, slices,
+		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return disc.EndpointSlices(metav1.NamespaceAll).List(ctx, withSelector(o))
 		},
-		DeleteFunc: func(obj any) {
-			if s, ok := unwrap[*discovery.EndpointSlice](obj); ok {
-				f.Tracker.OnEndpointSliceDelete(s)
-				f.Request()
-			}
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("add endpointslice handler: %w", err)
-	}
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return disc.EndpointSlices(metav1.NamespaceAll).Watch(ctx, withSelector(o))
+		})
 	nodeInformer := nodeFactory.Core().V1().Nodes().Informer()
 	nodeReg, err := nodeInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { f.onNode(obj) },
@@ -179,14 +156,12 @@ func (f *Feed) Start(ctx context.Context) error {
 		return fmt.Errorf("add node handler: %w", err)
 	}
 
-	factory.Start(ctx.Done())
 	nodeFactory.Start(ctx.Done())
 	start := time.Now()
-	// The handlers' HasSynced, not the informers': an informer has synced once its store
-	// holds the initial list, its handler only once every item of that list has been
-	// delivered. Waiting for the informers let the first (full) sync see part of the
-	// services and delete the chains of the others until the next sync.
-	synced := []cache.InformerSynced{svcReg.HasSynced, sliceReg.HasSynced, nodeReg.HasSynced}
+	// Every item of the initial lists delivered: the first (full) sync must not see part of
+	// the services and delete the chains of the others until the next sync. (The node
+	// handler's HasSynced, not its informer's, which is true once its cache holds the list.)
+	synced := []cache.InformerSynced{services.HasSynced, slices.HasSynced, nodeReg.HasSynced}
 	if f.OnServiceCIDRs != nil {
 		cidrSynced, err := f.watchServiceCIDRs(ctx)
 		if err != nil {
@@ -228,18 +203,4 @@ func nodeEligible(n *v1.Node) bool {
 		}
 	}
 	return true
-}
-
-// unwrap returns the object of a delete event, also when the informer missed the delete and
-// hands a DeletedFinalStateUnknown tombstone.
-func unwrap[T any](obj any) (T, bool) {
-	if t, ok := obj.(T); ok {
-		return t, true
-	}
-	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		t, ok := tomb.Obj.(T)
-		return t, ok
-	}
-	var zero T
-	return zero, false
 }

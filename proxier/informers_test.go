@@ -3,7 +3,7 @@ package proxier
 import (
 	"context"
 	"fmt"
-	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,59 +61,129 @@ func TestFeedStartWaitsForHandlers(t *testing.T) {
 	}
 }
 
-// keepTracker keeps the last service and slice it was handed.
-type keepTracker struct {
-	mu    sync.Mutex
-	svc   *v1.Service
-	slice *discovery.EndpointSlice
+// logTracker records the events it is handed, as "add ns/name@rv", "update ns/name@oldrv→rv"
+// and "delete ns/name@rv", services prefixed "svc", slices "slice".
+type logTracker struct {
+	mu     sync.Mutex
+	events []string
 }
 
-func (t *keepTracker) OnServiceAdd(s *v1.Service) {
+func (t *logTracker) log(kind, op string, old, cur metav1.Object) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.svc = s
+	e := fmt.Sprintf("%s %s %s/%s@", kind, op, cur.GetNamespace(), cur.GetName())
+	if old != nil {
+		e += old.GetResourceVersion() + "→"
+	}
+	t.events = append(t.events, e+cur.GetResourceVersion())
 }
-func (t *keepTracker) OnServiceUpdate(_, _ *v1.Service) {}
-func (t *keepTracker) OnServiceDelete(*v1.Service)      {}
-func (t *keepTracker) OnEndpointSliceAdd(s *discovery.EndpointSlice) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.slice = s
-}
-func (t *keepTracker) OnEndpointSliceUpdate(_, _ *discovery.EndpointSlice) {}
-func (t *keepTracker) OnEndpointSliceDelete(*discovery.EndpointSlice)      {}
 
-// The informers store objects without managedFields, kubectl's last-applied copy or any
-// other annotation (memory held for every object), but the slice's trigger time, which feeds
-// the programming latency metric.
-func TestFeedTrimsObjects(t *testing.T) {
-	managed := []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate,
-		FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:spec":{"f:ports":{}}}`)}}
-	svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a", ManagedFields: managed,
-		Annotations: map[string]string{lastApplied: `{"kind":"Service"}`}}}
-	slice := &discovery.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-1", ManagedFields: managed,
-		Labels:      map[string]string{discovery.LabelServiceName: "a"},
-		Annotations: map[string]string{lastApplied: "{}", "example.com/note": "x", v1.EndpointsLastChangeTriggerTime: "2026-12-07T00:00:00Z"}},
-		AddressType: discovery.AddressTypeIPv4}
-	tr := &keepTracker{}
+func (t *logTracker) take() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := t.events
+	t.events = nil
+	return out
+}
+
+func (t *logTracker) OnServiceAdd(s *v1.Service)           { t.log("svc", "add", nil, s) }
+func (t *logTracker) OnServiceUpdate(old, cur *v1.Service) { t.log("svc", "update", old, cur) }
+func (t *logTracker) OnServiceDelete(s *v1.Service)        { t.log("svc", "delete", nil, s) }
+func (t *logTracker) OnEndpointSliceAdd(s *discovery.EndpointSlice) {
+	t.log("slice", "add", nil, s)
+}
+func (t *logTracker) OnEndpointSliceUpdate(old, cur *discovery.EndpointSlice) {
+	t.log("slice", "update", old, cur)
+}
+func (t *logTracker) OnEndpointSliceDelete(s *discovery.EndpointSlice) {
+	t.log("slice", "delete", nil, s)
+}
+
+func meta(name, rv string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: "ns", Name: name, ResourceVersion: rv}
+}
+
+// The store under a Reflector hands the tracker what an informer's handlers would get:
+// adds, updates with the version it had before, deletes, and on a relist the listed objects
+// again and a delete for each object the list no longer holds. It keeps no object, so the
+// old side of an update and a relist's delete are stubs with the name and resourceVersion.
+func TestObjectStore(t *testing.T) {
+	tr := &logTracker{}
+	requests := 0
+	s := newObjectStore("Service", func() *v1.Service { return &v1.Service{} }, storeHandlers[*v1.Service]{
+		add: tr.OnServiceAdd, update: tr.OnServiceUpdate, remove: tr.OnServiceDelete, changed: func() { requests++ }})
+	svc := func(name, rv string) *v1.Service { return &v1.Service{ObjectMeta: meta(name, rv)} }
+	steps := []struct {
+		do   func() error
+		want []string
+	}{
+		{func() error { return s.Replace([]any{svc("a", "1"), svc("b", "2")}, "2") }, []string{"svc add ns/a@1", "svc add ns/b@2"}},
+		{func() error { return s.Update(svc("a", "3")) }, []string{"svc update ns/a@1→3"}},
+		{func() error { return s.Add(svc("c", "4")) }, []string{"svc add ns/c@4"}},
+		{func() error { return s.Delete(svc("b", "5")) }, []string{"svc delete ns/b@5"}},
+		{func() error { return s.Resync() }, nil},
+		// A relist after a watch that could not resume: c was deleted and d created meanwhile.
+		{func() error { return s.Replace([]any{svc("a", "3"), svc("d", "7")}, "8") }, []string{"svc update ns/a@3→3", "svc add ns/d@7", "svc delete ns/c@4"}},
+		{func() error { return s.Add(svc("c", "9")) }, []string{"svc add ns/c@9"}},
+	}
+	for i, step := range steps {
+		if err := step.do(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if diff := cmp.Diff(step.want, tr.take()); diff != "" {
+			t.Errorf("step %d: events (-want +got):\n%s", i, diff)
+		}
+	}
+	if requests != 6 || !s.HasSynced() {
+		t.Errorf("%d sync requests (want 6: one per event and per relist), HasSynced %v", requests, s.HasSynced())
+	}
+	if err := s.Add(&discovery.EndpointSlice{ObjectMeta: meta("x", "1")}); err == nil {
+		t.Error("a Service store took an EndpointSlice")
+	}
+	if d := len(s.versions); d != 3 {
+		t.Errorf("store remembers %d objects, want 3 (a, c, d)", d)
+	}
+}
+
+// Through a clientset: the initial list skips services another proxy serves
+// (service-proxy-name) and headless ones, and later writes reach the tracker as events.
+func TestFeedDeliversEvents(t *testing.T) {
+	client := fake.NewClientset(
+		&v1.Service{ObjectMeta: meta("a", "")},
+		&v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "other", Labels: map[string]string{LabelServiceProxyName: "other"}}},
+		&discovery.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-1", Labels: map[string]string{discovery.LabelServiceName: "a"}}},
+		&discovery.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "h-1", Labels: map[string]string{discovery.LabelServiceName: "h", LabelHeadless: ""}}})
+	tr := &logTracker{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	f := &Feed{Client: fake.NewClientset(svc, slice), NodeName: "node-1", Tracker: tr,
-		OnNode: func(endpoints.NodeInfo) {}, Request: func() {}}
+	f := &Feed{Client: client, NodeName: "node-1", Tracker: tr, OnNode: func(endpoints.NodeInfo) {}, Request: func() {}}
 	if err := f.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	if tr.svc == nil || tr.slice == nil {
-		t.Fatalf("tracker got service %v, slice %v", tr.svc, tr.slice)
+	got := tr.take()
+	slices.Sort(got)
+	if diff := cmp.Diff([]string{"slice add ns/a-1@", "svc add ns/a@"}, got); diff != "" {
+		t.Errorf("initial list (-want +got):\n%s", diff)
 	}
-	if tr.svc.ManagedFields != nil || tr.svc.Annotations != nil {
-		t.Errorf("service stored with managedFields %v, annotations %v", tr.svc.ManagedFields, tr.svc.Annotations)
+	svcs := client.CoreV1().Services("ns")
+	b, err := svcs.Create(ctx, &v1.Service{ObjectMeta: meta("b", "10")}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	want := map[string]string{v1.EndpointsLastChangeTriggerTime: "2026-12-07T00:00:00Z"}
-	if tr.slice.ManagedFields != nil || !maps.Equal(tr.slice.Annotations, want) {
-		t.Errorf("slice stored with managedFields %v, annotations %v; want none and %v", tr.slice.ManagedFields, tr.slice.Annotations, want)
+	b.ResourceVersion = "11"
+	if _, err := svcs.Update(ctx, b, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svcs.Delete(ctx, "a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"svc add ns/b@10", "svc update ns/b@10→11", "svc delete ns/a@"}
+	deadline := time.Now().Add(5 * time.Second)
+	for got = nil; len(got) < len(want) && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got = append(got, tr.take()...)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("watch events (-want +got):\n%s", diff)
 	}
 }
 
