@@ -226,6 +226,9 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 	} else {
 		desired = stateOf(rules)
 		w = planWrite(p.known, rules.NAT, rules.Filter, staleChains(p.known, desired), batch, asKnown)
+		// What was read is not needed any more (desired replaces it below): free
+		// iptables-save's output before the restores.
+		p.known = nil
 	}
 	for i, tx := range w.restores {
 		data := tx.Bytes()

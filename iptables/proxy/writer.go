@@ -162,23 +162,26 @@ func arrangeServices(have, want []string) (lines []string, reordered bool) {
 	if slices.Equal(haveBody, body) {
 		return want, false
 	}
-	placed := make(map[string]bool, len(body))
-	for _, l := range body {
-		if _, dup := placed[l]; dup {
+	// index holds each line's position in body; kept takes body's strings, not have's, so
+	// that the result does not keep iptables-save's whole output alive.
+	index := make(map[string]int, len(body))
+	for i, l := range body {
+		if _, dup := index[l]; dup {
 			return want, false
 		}
-		placed[l] = false
+		index[l] = i
 	}
+	placed := make([]bool, len(body))
 	kept := make([]string, 0, len(body))
 	for _, l := range haveBody {
-		if done, ok := placed[l]; ok && !done {
-			placed[l] = true
-			kept = append(kept, l)
+		if i, ok := index[l]; ok && !placed[i] {
+			placed[i] = true
+			kept = append(kept, body[i])
 		}
 	}
 	out := make([]string, 0, len(want))
-	for _, l := range body {
-		if !placed[l] {
+	for i, l := range body {
+		if !placed[i] {
 			out = append(out, l)
 		}
 	}

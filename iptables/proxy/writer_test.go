@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
@@ -510,9 +511,20 @@ func TestArrangeServices(t *testing.T) {
 		{name: "no node ports jump", have: []string{"b", "a"}, want: []string{"a", "b", "c"}, out: []string{"c", "b", "a"}, reordered: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, reordered := arrangeServices(tc.have, tc.want)
+			// have's lines are copies, as iptables-save's are: the result must hold want's
+			// strings, never have's (they would keep the whole output alive).
+			have := make([]string, len(tc.have))
+			for i, l := range tc.have {
+				have[i] = strings.Clone(l)
+			}
+			out, reordered := arrangeServices(have, tc.want)
 			if diff := cmp.Diff(tc.out, out); diff != "" || reordered != tc.reordered {
 				t.Errorf("reordered %v, want %v; lines (-want +got):\n%s", reordered, tc.reordered, diff)
+			}
+			for _, l := range out {
+				if !slices.ContainsFunc(tc.want, func(w string) bool { return unsafe.StringData(w) == unsafe.StringData(l) }) {
+					t.Errorf("line %q is not one of want's strings", l)
+				}
 			}
 		})
 	}
