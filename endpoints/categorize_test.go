@@ -18,7 +18,7 @@ func eps(t *testing.T, specs ...string) []Endpoint {
 	if len(is) > 0 {
 		t.Fatalf("bad endpoint specs: %v", is)
 	}
-	return mergeSlices(map[string]*sliceInfo{"s": info})[spn("ns", "svc", "http", v1.ProtocolTCP)]
+	return mergeSlices([]namedSlice{{name: "s", info: info}})[spn("ns", "svc", "http", v1.ProtocolTCP)]
 }
 
 // catSummary is a Categorized with endpoints as "ip:port" strings.

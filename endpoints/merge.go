@@ -5,13 +5,37 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
-// mergeSlices folds the slices of one service into the endpoints of each of its ports. An
-// address:port found more than once (in several slices, or twice in one) is kept once: the
-// first ready occurrence, else the first one, slices taken in name order. Each list is sorted
-// by IP then port. It returns nil when there is no endpoint at all.
-func mergeSlices(bySlice map[string]*sliceInfo) map[ServicePortName][]Endpoint {
+// namedSlice is one of a service's slices, under its name.
+type namedSlice struct {
+	name string
+	info *sliceInfo
+}
+
+// putSlice returns list, which is in name order, with the slice called name set to info (nil
+// removes it). A service has one slice per 100 endpoints and address family: a sorted list
+// costs 24 bytes a slice where a Go map of one costs a group of eight slots.
+func putSlice(list []namedSlice, name string, info *sliceInfo) []namedSlice {
+	i, found := slices.BinarySearchFunc(list, name, func(s namedSlice, name string) int { return strings.Compare(s.name, name) })
+	switch {
+	case found && info == nil:
+		return slices.Delete(list, i, i+1)
+	case found:
+		list[i].info = info
+		return list
+	case info == nil:
+		return list
+	}
+	return slices.Insert(list, i, namedSlice{name: name, info: info})
+}
+
+// mergeSlices folds the slices of one service (in name order) into the endpoints of each of
+// its ports. An address:port found more than once (in several slices, or twice in one) is kept
+// once: the first ready occurrence, else the first one, slices taken in name order. Each list
+// is sorted by IP then port. It returns nil when there is no endpoint at all.
+func mergeSlices(bySlice []namedSlice) map[ServicePortName][]Endpoint {
 	type key struct {
 		name ServicePortName
 		ip   netip.Addr
@@ -23,11 +47,11 @@ func mergeSlices(bySlice map[string]*sliceInfo) map[ServicePortName][]Endpoint {
 	// usual service (its slices carry the same ports), where growing by append left up to
 	// twice the memory behind (the tracker keeps these lists for every service).
 	total := 0
-	for _, info := range bySlice {
-		total += len(info.Endpoints)
+	for _, s := range bySlice {
+		total += len(s.info.Endpoints)
 	}
-	for _, sliceName := range slices.Sorted(maps.Keys(bySlice)) {
-		info := bySlice[sliceName]
+	for _, s := range bySlice {
+		info := s.info
 		for _, p := range info.Ports {
 			for _, ep := range info.Endpoints {
 				ep.Port = p.Port

@@ -1,6 +1,7 @@
 package endpoints
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -213,9 +214,9 @@ func TestMergeSlices(t *testing.T) {
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			bySlice := map[string]*sliceInfo{}
+			var bySlice []namedSlice
 			for _, s := range tc.slices {
-				bySlice[s.Name] = info(t, s)
+				bySlice = putSlice(bySlice, s.Name, info(t, s))
 			}
 			got := mergeSlices(bySlice)
 			var gotStrings map[string][]string
@@ -229,5 +230,31 @@ func TestMergeSlices(t *testing.T) {
 				t.Errorf("merged (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// putSlice keeps a service's slices in name order: inserted where they belong, replaced in
+// place, removed; removing one that is not there changes nothing.
+func TestPutSlice(t *testing.T) {
+	a, b, c, b2 := &sliceInfo{}, &sliceInfo{}, &sliceInfo{}, &sliceInfo{}
+	var list []namedSlice
+	for _, step := range []struct {
+		name string
+		info *sliceInfo
+		want []namedSlice
+	}{
+		{"b", b, []namedSlice{{"b", b}}},
+		{"c", c, []namedSlice{{"b", b}, {"c", c}}},
+		{"a", a, []namedSlice{{"a", a}, {"b", b}, {"c", c}}},
+		{"b", b2, []namedSlice{{"a", a}, {"b", b2}, {"c", c}}},
+		{"x", nil, []namedSlice{{"a", a}, {"b", b2}, {"c", c}}},
+		{"b", nil, []namedSlice{{"a", a}, {"c", c}}},
+		{"a", nil, []namedSlice{{"c", c}}},
+		{"c", nil, []namedSlice{}},
+	} {
+		list = putSlice(list, step.name, step.info)
+		if !slices.Equal(list, step.want) {
+			t.Fatalf("after put %q: %v, want %v", step.name, list, step.want)
+		}
 	}
 }

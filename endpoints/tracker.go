@@ -57,9 +57,9 @@ type Tracker struct {
 // maps: a service has one or two ports, and a Go map of one costs a group of eight slots (at
 // 10,000 services, 14 MB for the two).
 type serviceEntry struct {
-	ports     []*ServicePort        // nil without a (programmable) Service
-	slices    map[string]*sliceInfo // by slice name
-	endpoints []portEndpoints       // merged from slices
+	ports     []*ServicePort  // nil without a (programmable) Service
+	slices    []namedSlice    // in name order (putSlice)
+	endpoints []portEndpoints // merged from slices
 
 	shownPorts     []*ServicePort // as of the last Checkout
 	shownEndpoints []portEndpoints
@@ -243,7 +243,7 @@ func sameVersion(old, cur string) bool { return cur != "" && old == cur }
 func (t *Tracker) entry(key types.NamespacedName) *serviceEntry {
 	e := t.services[key]
 	if e == nil {
-		e = &serviceEntry{slices: map[string]*sliceInfo{}}
+		e = &serviceEntry{}
 		t.services[key] = e
 	}
 	return e
@@ -269,7 +269,7 @@ func (t *Tracker) setPorts(key types.NamespacedName, ports map[ServicePortName]*
 func (t *Tracker) setSlice(sliceKey types.NamespacedName, info *sliceInfo) {
 	if owner, ok := t.sliceOwner[sliceKey]; ok && (info == nil || owner != info.Service) {
 		e := t.services[owner]
-		delete(e.slices, sliceKey.Name)
+		e.slices = putSlice(e.slices, sliceKey.Name, nil)
 		delete(t.sliceOwner, sliceKey)
 		t.remerge(e)
 		t.refresh(owner, e)
@@ -278,7 +278,7 @@ func (t *Tracker) setSlice(sliceKey types.NamespacedName, info *sliceInfo) {
 		return
 	}
 	e := t.entry(info.Service)
-	e.slices[sliceKey.Name] = info
+	e.slices = putSlice(e.slices, sliceKey.Name, info)
 	t.sliceOwner[sliceKey] = info.Service
 	if t.remerge(e) && !info.TriggerTime.IsZero() {
 		t.triggerTimes[info.Service] = append(t.triggerTimes[info.Service], info.TriggerTime)
