@@ -127,6 +127,10 @@ func (tx *Transaction) Delete(t Table, c Chain) {
 	tt.deletes = append(tt.deletes, c)
 }
 
+// Commits is the number of COMMIT lines Bytes writes: one per table the transaction changes.
+// iptables-nft commits each as one nf_tables transaction.
+func (tx *Transaction) Commits() int { return len(tx.tables) }
+
 // Empty reports whether the transaction changes nothing.
 func (tx *Transaction) Empty() bool {
 	for _, tt := range tx.tables {

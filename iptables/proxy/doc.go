@@ -99,11 +99,16 @@
 // KUBE-PROXY-CANARY chains after its restore: a flush of the tables makes it go on with a
 // full sync at once, and the check's two execs are not on the path from a change to the
 // kernel. The check is skipped when the nf_tables generation showed, before the restore, that
-// nothing changed the tables since the proxier last wrote or read them. The idle check costs one iptables-save of each table plus a render and compare
-// (measured in bench/results/*-iptables-writer.md); with iptables-nft it is skipped while the
-// namespace's nf_tables generation (Config.Generation, one netlink request) has not moved since
-// a check found the tables as desired: every committed change there, by hand or by any tool,
-// moves it, so a rule deleted by hand is still back within one sync period.
+// nothing changed the tables since the proxier last wrote or read them. The idle check costs
+// one iptables-save of each table plus a render and compare (measured in
+// bench/results/*-iptables-writer.md; at 10,000 services about 3 s of CPU and 40 MiB held at
+// once); with iptables-nft it is skipped while the namespace's nf_tables generation
+// (Config.Generation, one netlink request) has not moved since a check found the tables as
+// desired, or since the proxier's own restores, when those moved it by exactly their own
+// commits (one per table each) from a generation at which the kernel was as known: every
+// committed change there, by hand or by any tool, moves it, so a rule deleted by hand is
+// still back within one sync period, and a proxier whose only writer is itself does not read
+// the tables after each burst of changes.
 //
 // This package owns, in the nat table, KUBE-SERVICES, KUBE-NODEPORTS, KUBE-MARK-MASQ,
 // KUBE-POSTROUTING and the per-service chains (KUBE-SVC-, KUBE-SVL-, KUBE-EXT-, KUBE-FW-,

@@ -42,7 +42,8 @@ type SyncStats struct {
 	// state; Repairs those that found something to rewrite.
 	Verifications, Repairs int
 	// Quiet counts idle syncs that did not read the tables: the nf_tables generation showed
-	// that nothing changed in the kernel since a verification found it as desired.
+	// that nothing changed in the kernel since a verification found it as desired or since
+	// the proxier's own restores.
 	Quiet int
 }
 
@@ -65,16 +66,11 @@ type Proxier struct {
 	// serviceCIDRs, when not nil, replaces cfg.ServiceCIDRs from the next sync on.
 	serviceCIDRs []netip.Prefix
 
-	// verifiedGen is the nf_tables generation at which a full or verify sync found the
-	// kernel as known and wrote nothing; valid until the proxier writes or fails.
-	verifiedGen      uint32
-	verifiedGenValid bool
 	// knownGen is the nf_tables generation at which the kernel held exactly known: read
-	// before a full or verify sync's read, or after the proxier's own restores. While the
-	// generation stays there, nothing else changed any table, and a partial sync may edit
-	// long chains by rule position (planWrite). Another writer committing between the end of
-	// a restore and this read would go unnoticed; only a hand edit of an owned chain in that
-	// window could make a later position wrong, and the next verification repairs it.
+	// before a full or verify sync's read, or after the proxier's own restores when they
+	// moved it by their own commits only (see sync). While the generation stays there,
+	// nothing else changed any table: a partial sync may edit long chains by rule position
+	// (planWrite), and the periodic verification need not read the tables (syncQuiet).
 	knownGen      uint32
 	knownGenValid bool
 
@@ -139,9 +135,9 @@ const (
 	// hourly and after a failure.
 	syncFull syncKind = "full"
 	// syncQuiet is a syncVerify that found the nf_tables generation where the last
-	// verification left it: nobody changed any ruleset since, so it trusts what the proxier
-	// knows, as syncPartial (it still writes what changed on the proxier's side, e.g. the
-	// service CIDRs).
+	// verification or the proxier's own last restores left it (knownGen): nobody changed any
+	// ruleset since, so it trusts what the proxier knows, as syncPartial (it still writes
+	// what changed on the proxier's side, e.g. the service CIDRs).
 	syncQuiet syncKind = "quiet"
 )
 
@@ -158,12 +154,12 @@ func (k syncKind) reads() bool { return k == syncFull || k == syncVerify }
 // kernel; a partial restore into flushed tables fails (its chains jump to chains that are
 // gone) or is rewritten by the full sync, and does not count as a failure. With
 // Config.Generation, a sync with nothing changed reads the tables only when the nf_tables
-// generation moved since the last read found them as desired (syncQuiet), and a partial sync
-// that found the generation where the proxier's last write or read left it skips the canary
-// check: nothing can have flushed the tables.
+// generation moved since the last read, or the proxier's own last restores, left the kernel
+// exactly as known (syncQuiet), and a partial sync that found the generation there skips the
+// canary check: nothing can have flushed the tables.
 func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, full bool) error {
 	kind := p.chooseKind(full, len(snap.Changed) == 0)
-	if kind == syncVerify && p.kernelUnchanged(ctx) {
+	if kind == syncVerify && p.kernelAsKnown(ctx) {
 		kind = syncQuiet
 	}
 	asKnown, err := p.sync(ctx, snap, node, kind)
@@ -189,9 +185,7 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 	var gen uint32
 	genOK := false
 	if kind.reads() {
-		// The generation before the read: a change after it moves it, so it cannot hide.
-		gen, genOK = p.generation(ctx)
-		if err := p.refreshKnown(ctx); err != nil {
+		if gen, genOK, err = p.refreshKnown(ctx); err != nil {
 			return false, err
 		}
 		asKnown = true
@@ -230,7 +224,14 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 		// iptables-save's output before the restores.
 		p.known = nil
 	}
+	// base is the generation at which the kernel held exactly what the plan was made from.
+	base, baseOK := p.knownGen, asKnown
+	if kind.reads() {
+		base, baseOK = gen, genOK
+	}
+	commits := 0
 	for i, tx := range w.restores {
+		commits += tx.Commits()
 		data := tx.Bytes()
 		logger.V(9).Info("Restoring iptables rules", "restore", i+1, "of", len(w.restores), "payload", string(data))
 		p.count(func(s *SyncStats) { s.Restores++ })
@@ -245,10 +246,14 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 	}
 	switch {
 	case len(w.restores) > 0:
-		p.verifiedGenValid = false
-		p.knownGen, p.knownGenValid = p.generation(ctx)
+		// Each restore moves the generation once per table it commits. Any other move (a
+		// commit by someone else, before or between the restores) leaves the kernel unknown:
+		// the next idle sync reads it. (A commit by someone else exactly between the last
+		// restore and this read, with one of ours not counted by the kernel, would go
+		// unnoticed until the hourly full sync.)
+		now, ok := p.generation(ctx)
+		p.knownGen, p.knownGenValid = now, ok && baseOK && now-base == uint32(commits)
 	case kind.reads():
-		p.verifiedGen, p.verifiedGenValid = gen, genOK
 		p.knownGen, p.knownGenValid = gen, genOK
 	}
 	p.mu.Lock()
@@ -316,16 +321,6 @@ func (p *Proxier) chooseKind(full, idle bool) syncKind {
 	return syncPartial
 }
 
-// kernelUnchanged reports whether the nf_tables generation is where the last verification
-// left it (Config.Generation; false when there is none, or after a write or failure).
-func (p *Proxier) kernelUnchanged(ctx context.Context) bool {
-	if !p.verifiedGenValid {
-		return false
-	}
-	gen, ok := p.generation(ctx)
-	return ok && gen == p.verifiedGen
-}
-
 // kernelAsKnown reports whether the nf_tables generation is where the proxier last knew the
 // kernel to hold exactly known (false without Config.Generation, or after a failure).
 func (p *Proxier) kernelAsKnown(ctx context.Context) bool {
@@ -350,26 +345,34 @@ func (p *Proxier) generation(ctx context.Context) (uint32, bool) {
 }
 
 // refreshKnown reads the owned chains with iptables-save and puts back missing base chains,
-// canaries and base-chain jumps.
-func (p *Proxier) refreshKnown(ctx context.Context) error {
+// canaries and base-chain jumps. gen is the nf_tables generation read before the read that
+// known comes from (ok false without one): a change after it moves it, so it cannot hide.
+// When base chains were missing, the tables are read again after they are put back, from a
+// generation that counts those writes (a cold start, or after a flush: small tables).
+func (p *Proxier) refreshKnown(ctx context.Context) (gen uint32, ok bool, err error) {
+	gen, ok = p.generation(ctx)
 	known, builtin, err := p.readKernel(ctx)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
-	if missing := p.missingBase(builtin); missing {
+	if p.missingBase(builtin) {
 		if err := p.ensureBase(ctx); err != nil {
-			return err
+			return 0, false, err
+		}
+		gen, ok = p.generation(ctx)
+		if known, _, err = p.readKernel(ctx); err != nil {
+			return 0, false, err
 		}
 	}
 	p.known = known
-	return nil
+	return gen, ok, nil
 }
 
 // fail forgets the kernel state, so that the next sync is full, counts the failure and
 // returns err.
 func (p *Proxier) fail(err error, kind syncKind) error {
 	p.known = nil
-	p.verifiedGenValid, p.knownGenValid = false, false
+	p.knownGenValid = false
 	p.count(func(s *SyncStats) {
 		s.RestoreFailures++
 		if !kind.reads() {

@@ -231,6 +231,15 @@ func TestSharedChainEditsKernel(t *testing.T) {
 				edited++
 			}
 		}
+		// The restores moved the generation by their own commits only: the idle sync after
+		// them trusts the kernel without reading it.
+		before := p.Stats()
+		if err := p.Apply(ctx, w.snapshot(), testNode, false); err != nil {
+			t.Fatal(err)
+		}
+		if st := p.Stats(); st.Quiet != before.Quiet+1 || st.Verifications != before.Verifications {
+			t.Errorf("step %d: the idle sync after the proxier's own restores: stats %+v, before %+v; want one more quiet sync", i, st, before)
+		}
 		fresh := newNetNS(t)
 		if err := NewProxier(fresh, cfg).Apply(ctx, w.snapshot(), testNode, true); err != nil {
 			t.Fatal(err)

@@ -94,6 +94,10 @@ func saveProfile(cfg config, sec sectionCfg, p proxyCfg, rr *runResult, node, qu
 		return
 	}
 	name := fmt.Sprintf("%s-%s-n%d-r%d-%s.pb.gz", strings.ReplaceAll(p.Name, " ", "-"), sec.Backend, cfg.N, rr.Round, suffix)
+	if err := os.MkdirAll(cfg.DumpDir, 0o755); err != nil {
+		logf("  %s: %v", what, err)
+		return
+	}
 	if err := os.WriteFile(filepath.Join(cfg.DumpDir, name), []byte(body), 0o644); err != nil {
 		logf("  %s: %v", what, err)
 	}
