@@ -66,13 +66,20 @@ type Proxier struct {
 	// serviceCIDRs, when not nil, replaces cfg.ServiceCIDRs from the next sync on.
 	serviceCIDRs []netip.Prefix
 
-	// knownGen is the nf_tables generation at which the kernel held exactly known: read
-	// before a full or verify sync's read, or after the proxier's own restores when they
-	// moved it by their own commits only (see sync). While the generation stays there,
-	// nothing else changed any table: a partial sync may edit long chains by rule position
-	// (planWrite), and the periodic verification need not read the tables (syncQuiet).
+	// knownGen is the nf_tables generation at which the kernel held known: read before a
+	// full or verify sync's read, or after the proxier's own restores. While the generation
+	// stays there, nothing else changed any table, and a partial sync may edit long chains by
+	// rule position (planWrite). A restore that followed someone else's change, or another
+	// writer committing between the end of a restore and this read, could leave a later
+	// position wrong; the next verification repairs it.
 	knownGen      uint32
 	knownGenValid bool
+	// exactGen is the stricter mark the periodic verification trusts (syncQuiet): the
+	// generation at which a read found the tables, or after restores that started from
+	// exactGen and moved it by exactly their own commits (one per table). Any other writer
+	// moves it further, so the next idle sync reads the tables and repairs what it finds.
+	exactGen      uint32
+	exactGenValid bool
 
 	// arranged is the last arrangeServices result of each of orderFreeChains, kept because
 	// most syncs change nothing in them: comparing two slices of the same strings is cheaper
@@ -135,7 +142,7 @@ const (
 	// hourly and after a failure.
 	syncFull syncKind = "full"
 	// syncQuiet is a syncVerify that found the nf_tables generation where the last
-	// verification or the proxier's own last restores left it (knownGen): nobody changed any
+	// verification or the proxier's own last restores left it (exactGen): nobody changed any
 	// ruleset since, so it trusts what the proxier knows, as syncPartial (it still writes
 	// what changed on the proxier's side, e.g. the service CIDRs).
 	syncQuiet syncKind = "quiet"
@@ -159,7 +166,7 @@ func (k syncKind) reads() bool { return k == syncFull || k == syncVerify }
 // canary check: nothing can have flushed the tables.
 func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, full bool) error {
 	kind := p.chooseKind(full, len(snap.Changed) == 0)
-	if kind == syncVerify && p.kernelAsKnown(ctx) {
+	if kind == syncVerify && p.kernelExact(ctx) {
 		kind = syncQuiet
 	}
 	asKnown, err := p.sync(ctx, snap, node, kind)
@@ -225,9 +232,9 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 		p.known = nil
 	}
 	// base is the generation at which the kernel held exactly what the plan was made from.
-	base, baseOK := p.knownGen, asKnown
-	if kind.reads() {
-		base, baseOK = gen, genOK
+	base, baseOK := gen, genOK
+	if !kind.reads() {
+		base, baseOK = p.exactGen, p.kernelExact(ctx)
 	}
 	commits := 0
 	for i, tx := range w.restores {
@@ -252,9 +259,11 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 		// restore and this read, with one of ours not counted by the kernel, would go
 		// unnoticed until the hourly full sync.)
 		now, ok := p.generation(ctx)
-		p.knownGen, p.knownGenValid = now, ok && baseOK && now-base == uint32(commits)
+		p.knownGen, p.knownGenValid = now, ok
+		p.exactGen, p.exactGenValid = now, ok && baseOK && now-base == uint32(commits)
 	case kind.reads():
 		p.knownGen, p.knownGenValid = gen, genOK
+		p.exactGen, p.exactGenValid = gen, genOK
 	}
 	p.mu.Lock()
 	p.counts = counts
@@ -321,6 +330,16 @@ func (p *Proxier) chooseKind(full, idle bool) syncKind {
 	return syncPartial
 }
 
+// kernelExact reports whether the nf_tables generation is at exactGen (false without
+// Config.Generation, or after a failure).
+func (p *Proxier) kernelExact(ctx context.Context) bool {
+	if !p.exactGenValid {
+		return false
+	}
+	gen, ok := p.generation(ctx)
+	return ok && gen == p.exactGen
+}
+
 // kernelAsKnown reports whether the nf_tables generation is where the proxier last knew the
 // kernel to hold exactly known (false without Config.Generation, or after a failure).
 func (p *Proxier) kernelAsKnown(ctx context.Context) bool {
@@ -372,7 +391,7 @@ func (p *Proxier) refreshKnown(ctx context.Context) (gen uint32, ok bool, err er
 // returns err.
 func (p *Proxier) fail(err error, kind syncKind) error {
 	p.known = nil
-	p.knownGenValid = false
+	p.knownGenValid, p.exactGenValid = false, false
 	p.count(func(s *SyncStats) {
 		s.RestoreFailures++
 		if !kind.reads() {

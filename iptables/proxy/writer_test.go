@@ -319,6 +319,31 @@ func TestIdleSyncReadsOnlyWhenTheGenerationMoved(t *testing.T) {
 	}
 	idle("idle sync after a change by hand during a partial sync's restore", 1, 1)
 
+	// Someone else's change stops the idle syncs from trusting the kernel, not the partial
+	// syncs after the next write from editing shared chains in place.
+	defer func(n int) { minEditLines = n }(minEditLines)
+	minEditLines = 1
+	for _, foreign := range []string{"*filter\n:KPTEST-FOREIGN - [0:0]\nCOMMIT\n", "*filter\n-X KPTEST-FOREIGN\nCOMMIT\n"} {
+		if err := rec.Fake.Restore(ctx, []byte(foreign)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.endpoints[other] = otherAll[:1]
+	if err := p.Apply(ctx, changedOne(w, other), testNode, false); err != nil {
+		t.Fatal(err)
+	}
+	gone := portName("ns1", "svc000", "p80", v1.ProtocolTCP)
+	delete(w.services, gone)
+	delete(w.endpoints, gone)
+	rec.payloads = nil
+	if err := p.Apply(ctx, changedOne(w, gone), testNode, false); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.payloads) != 1 || !positionalEdit.MatchString(rec.payloads[0]) {
+		t.Errorf("the partial sync after someone else's change and the proxier's next write did not edit KUBE-SERVICES in place:\n%s", strings.Join(rec.payloads, "----\n"))
+	}
+	idle("idle sync after someone else's change and two partial syncs", 1, 0)
+
 	p.SetServiceCIDRs([]netip.Prefix{netip.MustParsePrefix("100.100.0.0/16")})
 	idle("idle sync with new service CIDRs", 0, 1)
 	fresh := iptables.NewFake(iptables.IPv4)
@@ -328,8 +353,8 @@ func TestIdleSyncReadsOnlyWhenTheGenerationMoved(t *testing.T) {
 	if diff := cmp.Diff(fresh.Dump(), rec.Dump()); diff != "" {
 		t.Errorf("after the service CIDRs (-fresh +quiet sync):\n%s", diff)
 	}
-	if st := p.Stats(); st.Quiet != 6 || st.Verifications != 3 || st.Repairs != 3 {
-		t.Errorf("stats %+v, want 6 quiet syncs, 3 verifications, 3 repairs", st)
+	if st := p.Stats(); st.Quiet != 6 || st.Verifications != 4 || st.Repairs != 3 {
+		t.Errorf("stats %+v, want 6 quiet syncs, 4 verifications, 3 repairs", st)
 	}
 }
 
