@@ -281,18 +281,20 @@ func TestIdleSyncReadsOnlyWhenTheGenerationMoved(t *testing.T) {
 	}
 	idle("idle sync after the repair", 0, 0)
 
+	// partial gives a service port new endpoints through a partial sync.
+	partial := func(name endpoints.ServicePortName, eps []endpoints.Endpoint) {
+		t.Helper()
+		w.endpoints[name] = eps
+		if err := p.Apply(ctx, changedOne(w, name), testNode, false); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// The proxier's own partial write, from a kernel it knows exactly, leaves it known.
 	name := portName("ns1", "svc001", "p80", v1.ProtocolTCP)
 	all := w.endpoints[name]
-	w.endpoints[name] = all[:1]
-	if err := p.Apply(ctx, changedOne(w, name), testNode, false); err != nil {
-		t.Fatal(err)
-	}
+	partial(name, all[:1])
 	idle("idle sync after a partial sync", 0, 0)
-	w.endpoints[name] = all
-	if err := p.Apply(ctx, changedOne(w, name), testNode, false); err != nil {
-		t.Fatal(err)
-	}
+	partial(name, all)
 	// A change by hand, then a partial write that moves the generation again: the idle sync
 	// must still read, and repair.
 	if err := rec.Fake.Restore(ctx, []byte("*nat\n-D KUBE-SERVICES 1\nCOMMIT\n")); err != nil {
@@ -300,10 +302,7 @@ func TestIdleSyncReadsOnlyWhenTheGenerationMoved(t *testing.T) {
 	}
 	other := portName("ns1", "svc002", "p80", v1.ProtocolTCP)
 	otherAll := w.endpoints[other]
-	w.endpoints[other] = otherAll[:1]
-	if err := p.Apply(ctx, changedOne(w, other), testNode, false); err != nil {
-		t.Fatal(err)
-	}
+	partial(other, otherAll[:1])
 	idle("idle sync after a change by hand and a partial sync", 1, 1)
 	idle("idle sync after that", 0, 0)
 	// A change by hand between the proxier's check of the generation and its restore: the
@@ -313,10 +312,7 @@ func TestIdleSyncReadsOnlyWhenTheGenerationMoved(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	w.endpoints[other] = otherAll
-	if err := p.Apply(ctx, changedOne(w, other), testNode, false); err != nil {
-		t.Fatal(err)
-	}
+	partial(other, otherAll)
 	idle("idle sync after a change by hand during a partial sync's restore", 1, 1)
 
 	// Someone else's change stops the idle syncs from trusting the kernel, not the partial
@@ -328,10 +324,7 @@ func TestIdleSyncReadsOnlyWhenTheGenerationMoved(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	w.endpoints[other] = otherAll[:1]
-	if err := p.Apply(ctx, changedOne(w, other), testNode, false); err != nil {
-		t.Fatal(err)
-	}
+	partial(other, otherAll[:1])
 	gone := portName("ns1", "svc000", "p80", v1.ProtocolTCP)
 	delete(w.services, gone)
 	delete(w.endpoints, gone)
