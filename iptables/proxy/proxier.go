@@ -162,8 +162,9 @@ func (k syncKind) reads() bool { return k == syncFull || k == syncVerify }
 // gone) or is rewritten by the full sync, and does not count as a failure. With
 // Config.Generation, a sync with nothing changed reads the tables only when the nf_tables
 // generation moved since the last read, or the proxier's own last restores, left the kernel
-// exactly as known (syncQuiet), and a partial sync that found the generation there skips the
-// canary check: nothing can have flushed the tables.
+// exactly as known (exactGen, syncQuiet), and a partial sync that found the generation where
+// the proxier's last read or restore left it (knownGen) skips the canary check: nothing can
+// have flushed the tables.
 func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, full bool) error {
 	kind := p.chooseKind(full, len(snap.Changed) == 0)
 	if kind == syncVerify && p.kernelExact(ctx) {
