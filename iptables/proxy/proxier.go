@@ -186,19 +186,23 @@ func (p *Proxier) Apply(ctx context.Context, snap endpoints.Snapshot, node endpo
 
 // sync is one sync of the given kind. asKnown reports that the kernel held what the proxier
 // knew when the sync began: it read the tables, or the nf_tables generation showed that
-// nothing else wrote since the proxier last did (kernelAsKnown).
+// nothing else wrote since the proxier last did (knownGen).
 func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoints.NodeInfo, kind syncKind) (asKnown bool, err error) {
 	logger := klog.FromContext(ctx)
 	start := time.Now()
+	// gen is the nf_tables generation the sync starts from, read once; exact reports that
+	// the kernel held exactly what the plan is made from at gen.
 	var gen uint32
-	genOK := false
+	var genOK, exact bool
 	if kind.reads() {
 		if gen, genOK, err = p.refreshKnown(ctx); err != nil {
 			return false, err
 		}
-		asKnown = true
+		asKnown, exact = true, genOK
 	} else {
-		asKnown = p.kernelAsKnown(ctx)
+		gen, genOK = p.generation(ctx)
+		asKnown = genOK && p.knownGenValid && gen == p.knownGen
+		exact = genOK && p.exactGenValid && gen == p.exactGen
 	}
 	if kind == syncFull {
 		p.cache = newPortCache()
@@ -232,11 +236,6 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 		// iptables-save's output before the restores.
 		p.known = nil
 	}
-	// base is the generation at which the kernel held exactly what the plan was made from.
-	base, baseOK := gen, genOK
-	if !kind.reads() {
-		base, baseOK = p.exactGen, p.kernelExact(ctx)
-	}
 	commits := 0
 	for i, tx := range w.restores {
 		commits += tx.Commits()
@@ -261,7 +260,7 @@ func (p *Proxier) sync(ctx context.Context, snap endpoints.Snapshot, node endpoi
 		// unnoticed until the hourly full sync.)
 		now, ok := p.generation(ctx)
 		p.knownGen, p.knownGenValid = now, ok
-		p.exactGen, p.exactGenValid = now, ok && baseOK && now-base == uint32(commits)
+		p.exactGen, p.exactGenValid = now, ok && exact && now-gen == uint32(commits)
 	case kind.reads():
 		p.knownGen, p.knownGenValid = gen, genOK
 		p.exactGen, p.exactGenValid = gen, genOK
@@ -339,16 +338,6 @@ func (p *Proxier) kernelExact(ctx context.Context) bool {
 	}
 	gen, ok := p.generation(ctx)
 	return ok && gen == p.exactGen
-}
-
-// kernelAsKnown reports whether the nf_tables generation is where the proxier last knew the
-// kernel to hold exactly known (false without Config.Generation, or after a failure).
-func (p *Proxier) kernelAsKnown(ctx context.Context) bool {
-	if !p.knownGenValid {
-		return false
-	}
-	gen, ok := p.generation(ctx)
-	return ok && gen == p.knownGen
 }
 
 // generation reads Config.Generation; ok is false without one or when it fails.
